@@ -1,0 +1,23 @@
+"""The one exception type for expected failures."""
+
+
+class OvlError(Exception):
+    """An expected failure, carrying one line a user can act on.
+
+    Exit codes: 2 bad input (usage, malformed files), 1 any other failure.
+    """
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @property
+    def line(self) -> str:
+        return str(self)
+
+
+class BadInput(OvlError):
+    """Malformed or hostile input (exit code 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=2)

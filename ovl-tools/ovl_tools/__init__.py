@@ -1,0 +1,1 @@
+"""ovl admin tools: authoring, lint/plan, keys, sealing, initramfs build, netinst server."""

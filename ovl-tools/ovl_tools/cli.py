@@ -1,0 +1,58 @@
+"""`ovl`: the admin's command line. Each subcommand lives in its own module.
+
+A command module exposes `register(subparsers) -> None`, which adds its parser and sets
+`func=handler`; the handler takes the parsed namespace and returns an exit code.
+Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from agent.errors import OvlError
+
+# Modules under ovl_tools.commands, in the order `ovl --help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "pack",
+    "inspect",
+    "facts",
+    "match",
+    "apply",
+    "lint",
+    "plan",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ovl", description="Author, check, seal and serve ovl bundles; build initramfs images."
+    )
+    parser.add_argument("--debug", action="store_true", help="log commands and show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"ovl_tools.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="ovl: %(message)s"
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except OvlError as exc:
+        if args.debug:
+            raise
+        print(f"ovl: error: {exc.line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ovl: interrupted", file=sys.stderr)
+        return 130
