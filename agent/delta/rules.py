@@ -1,0 +1,109 @@
+"""Which paths of the upper dir a delta carries: lbu-like include/exclude rules.
+
+Config file (`/etc/ovl/delta.conf`), one rule a line, `#` starts a comment:
+
+    exclude /var/log/journal
+    include /var/cache/myapp
+
+A pattern is an absolute path with shell wildcards (`*`, `?`, `[...]`; `*` does not cross '/');
+it matches that path and everything below it. Rules are read after the defaults and the last
+matching rule wins, so `include /var/cache/myapp` re-admits a subtree of an excluded one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from agent.errors import BadInput
+
+DEFAULT_CONFIG = Path("/etc/ovl/delta.conf")
+
+
+class Action(enum.Enum):
+    INCLUDE = "include"
+    EXCLUDE = "exclude"
+
+
+@dataclass(frozen=True)
+class Rule:
+    action: Action
+    pattern: str  # relative, no leading '/', no trailing '/'
+
+
+def _rule(action: Action, pattern: str) -> Rule:
+    return Rule(action, pattern.strip("/"))
+
+
+# Runtime state and caches (what Alpine's lbu leaves out too), plus our own spool so a delta
+# never contains the deltas waiting to be shipped.
+DEFAULT_RULES: tuple[Rule, ...] = tuple(
+    _rule(Action.EXCLUDE, p)
+    for p in ("/tmp", "/var/tmp", "/var/cache", "/run", "/proc", "/sys", "/dev", "/var/lib/ovl")
+)
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...] = DEFAULT_RULES
+
+    def wanted(self, relpath: str, is_dir: bool) -> bool:
+        """Whether `relpath` is shipped; `dir/` (trailing slash) asks if anything below may be."""
+        if relpath.endswith("/"):
+            return self._anything_below(relpath.rstrip("/"))
+        verdict = True
+        for rule in self.rules:
+            if _matches(rule.pattern, relpath):
+                verdict = rule.action is Action.INCLUDE
+        return verdict
+
+    def _anything_below(self, dirpath: str) -> bool:
+        depth = dirpath.count("/") + 1
+        for rule in self.rules:
+            if rule.action is not Action.INCLUDE:
+                continue
+            parts = rule.pattern.split("/")
+            if len(parts) > depth and fnmatchcase(dirpath, "/".join(parts[:depth])):
+                return True
+        return False
+
+
+def _matches(pattern: str, relpath: str) -> bool:
+    """The pattern names this path or one of its ancestors, component by component."""
+    pattern_parts = pattern.split("/")
+    path_parts = relpath.split("/")
+    if len(path_parts) < len(pattern_parts):
+        return False
+    return all(fnmatchcase(p, q) for p, q in zip(path_parts, pattern_parts, strict=False))
+
+
+def parse_rules(text: str, where: str) -> tuple[Rule, ...]:
+    """Rules from the config file text; a bad line raises BadInput naming the line."""
+    rules: list[Rule] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        word, _, pattern = line.partition(" ")
+        pattern = pattern.strip()
+        try:
+            action = Action(word)
+        except ValueError:
+            raise BadInput(f"{where}:{number}: expected 'include PATH' or 'exclude PATH'") from None
+        if not pattern.startswith("/") or ".." in pattern.split("/"):
+            raise BadInput(f"{where}:{number}: path must be absolute without '..': {pattern!r}")
+        rules.append(_rule(action, pattern))
+    return tuple(rules)
+
+
+def load_rules(config: Path = DEFAULT_CONFIG) -> Rules:
+    """Defaults, then the rules of `config` when it exists."""
+    try:
+        text = config.read_text()
+    except FileNotFoundError:
+        return Rules()
+    except OSError as exc:
+        raise BadInput(f"{config}: cannot read ({exc.strerror})") from exc
+    return Rules(DEFAULT_RULES + parse_rules(text, str(config)))

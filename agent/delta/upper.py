@@ -1,0 +1,158 @@
+"""Walk an overlayfs upper dir and describe it as portable tar entries.
+
+overlayfs marks a deleted name with a character device 0/0 and a directory that hides
+everything below it with the xattr `trusted.overlay.opaque=y` (`user.overlay.opaque` when
+mounted with `userxattr`). A tar cannot carry either faithfully, so they become the OCI forms:
+an empty `.wh.<name>` file and a `.wh..wh..opq` file inside the directory.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from agent.errors import OvlError
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+# Upper dirs written with these features keep data in the lower layers; a tar of the upper
+# alone would silently miss it, so we refuse instead (mount with redirect_dir=off,metacopy=off).
+_UNPORTABLE_XATTRS = ("overlay.redirect", "overlay.metacopy")
+
+
+class Kind(enum.Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    DEVICE = "device"
+    FIFO = "fifo"
+    WHITEOUT = "whiteout"
+    OPAQUE = "opaque"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tar member to write: `path` is relative with '/' separators, never absolute."""
+
+    path: str
+    kind: Kind
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+    source: Path | None = None
+    link: str = ""
+    rdev: int = 0
+    char_device: bool = False
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """True for overlayfs's deletion marker: a character device with device number 0/0."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def portable_xattrs(path: Path) -> tuple[dict[str, bytes], bool]:
+    """The xattrs worth shipping (overlay's own dropped) and whether the dir is opaque."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}, False
+    kept: dict[str, bytes] = {}
+    opaque = False
+    for name in names:
+        value = os.getxattr(path, name, follow_symlinks=False)
+        if name.startswith(_OVERLAY_XATTR_PREFIXES):
+            if name.endswith(".opaque") and value == b"y":
+                opaque = True
+            elif name.endswith(_UNPORTABLE_XATTRS):
+                raise OvlError(
+                    f"{path}: upper dir uses overlayfs {name.split('.', 1)[1]}; "
+                    "mount the overlay with redirect_dir=off,metacopy=off to ship deltas"
+                )
+            continue
+        kept[name] = value
+    return kept, opaque
+
+
+def walk_upper(root: Path, wanted: Callable[[str, bool], bool]) -> Iterator[Entry]:
+    """Entries of `root` in a stable order (parents first, names sorted).
+
+    `wanted(relpath, is_dir)` decides what is shipped; for an unwanted directory it is asked
+    again about every name below only when it answers True for `relpath + "/"` (a probe meaning
+    "could anything below be wanted?").
+    """
+    seen_inodes: dict[tuple[int, int], str] = {}
+    yield from _walk_dir(root, "", wanted, seen_inodes)
+
+
+def _walk_dir(
+    directory: Path,
+    prefix: str,
+    wanted: Callable[[str, bool], bool],
+    seen_inodes: dict[tuple[int, int], str],
+) -> Iterator[Entry]:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise OvlError(f"{directory}: cannot list upper dir ({exc.strerror})") from exc
+    for name in names:
+        path = directory / name
+        rel = prefix + name
+        st = os.lstat(path)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not wanted(rel, is_dir):
+            if is_dir and wanted(rel + "/", True):
+                yield from _walk_dir(path, rel + "/", wanted, seen_inodes)
+            continue
+        yield from _entries_for(path, rel, st, seen_inodes)
+        if is_dir:
+            yield from _walk_dir(path, rel + "/", wanted, seen_inodes)
+
+
+def _entries_for(
+    path: Path, rel: str, st: os.stat_result, seen_inodes: dict[tuple[int, int], str]
+) -> Iterator[Entry]:
+    base = Entry(
+        path=rel,
+        kind=Kind.FILE,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+    )
+    if is_whiteout(st):
+        head, _, name = rel.rpartition("/")
+        marker = f"{head}/{WHITEOUT_PREFIX}{name}" if head else WHITEOUT_PREFIX + name
+        yield replace(base, path=marker, kind=Kind.WHITEOUT)
+        return
+    mode = st.st_mode
+    if stat.S_ISSOCK(mode):
+        return  # sockets are runtime state; tar cannot carry them either
+    xattrs, opaque = portable_xattrs(path)
+    if stat.S_ISDIR(mode):
+        yield replace(base, kind=Kind.DIR, xattrs=xattrs)
+        if opaque:
+            yield replace(base, path=f"{rel}/{OPAQUE_MARKER}", kind=Kind.OPAQUE)
+        return
+    if st.st_nlink > 1:
+        first = seen_inodes.setdefault((st.st_dev, st.st_ino), rel)
+        if first != rel:
+            yield replace(base, kind=Kind.HARDLINK, link=first, xattrs=xattrs)
+            return
+    if stat.S_ISREG(mode):
+        yield replace(base, size=st.st_size, source=path, xattrs=xattrs)
+    elif stat.S_ISLNK(mode):
+        yield replace(base, kind=Kind.SYMLINK, link=os.readlink(path), xattrs=xattrs)
+    elif stat.S_ISFIFO(mode):
+        yield replace(base, kind=Kind.FIFO, xattrs=xattrs)
+    else:
+        char = stat.S_ISCHR(mode)
+        yield replace(base, kind=Kind.DEVICE, rdev=st.st_rdev, char_device=char, xattrs=xattrs)
