@@ -18,6 +18,7 @@ from agent.errors import OvlError
 # Modules under ovl_tools.commands, in the order `ovl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     # one name per ovl_tools/commands/<name>.py, added when the module lands
+    "pack",
 )
 
 

@@ -1,0 +1,196 @@
+"""Write a directory tree as an ovl bundle: a sorted POSIX pax tar, compressed, maybe armoured.
+
+The tar carries modes, numeric owners, mtimes (whole seconds, clamped to SOURCE_DATE_EPOCH when
+given), xattrs as SCHILY.xattr.* records, symlinks and hardlinks. Entries are written depth
+first, siblings in byte order of their names, so the same tree always gives the same bundle.
+Nothing is held in memory beyond one copy buffer, and the output appears only once complete.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from agent.errors import BadInput, OvlError
+from ovl_tools.encode import Compression, open_encoder
+from ovl_tools.progress import Progress
+
+# Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
+_XATTR_NAMESPACES = ("user.", "trusted.", "security.")
+_COPY_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    compression: Compression = Compression.ZSTD
+    level: int | None = None
+    armor: bool = False
+    clamp_mtime: int | None = None
+
+
+@dataclass(frozen=True)
+class PackResult:
+    entries: int
+    content_bytes: int
+    output_bytes: int
+
+
+def _sorted_names(directory: Path) -> list[str]:
+    with os.scandir(directory) as it:
+        return sorted((entry.name for entry in it), key=os.fsencode)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative name, lstat) of everything below `root`, depth first, siblings in byte order.
+
+    A directory's whole subtree follows it directly, as `tar --sort=name` writes it; GNU tar
+    only restores a directory's mtime correctly when its entries are contiguous.
+    """
+    pending: list[Iterator[str]] = [iter(_sorted_names(root))]
+    prefixes = [""]
+    while pending:
+        name = next(pending[-1], None)
+        if name is None:
+            pending.pop()
+            prefixes.pop()
+            continue
+        rel = prefixes[-1] + name
+        st = os.lstat(root / rel)
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):
+            pending.append(iter(_sorted_names(root / rel)))
+            prefixes.append(rel + "/")
+
+
+def _xattrs(path: Path) -> dict[str, str]:
+    try:
+        names = sorted(os.listxattr(path, follow_symlinks=False))
+    except OSError:
+        return {}
+    headers = {}
+    for name in names:
+        if name.startswith(_XATTR_NAMESPACES):
+            value = os.getxattr(path, name, follow_symlinks=False)
+            # tarfile writes surrogate-escaped text back as the original bytes.
+            headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    return headers
+
+
+def _tarinfo(
+    name: str,
+    st: os.stat_result,
+    path: Path,
+    first_links: dict[tuple[int, int], str],
+    clamp_mtime: int | None,
+) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""
+    mtime = int(st.st_mtime)
+    info.mtime = mtime if clamp_mtime is None else min(mtime, clamp_mtime)
+    info.pax_headers = _xattrs(path)
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in first_links:
+            info.type = tarfile.LNKTYPE
+            info.linkname = first_links[key]
+        else:
+            if st.st_nlink > 1:
+                first_links[key] = name
+            info.type = tarfile.REGTYPE
+            info.size = st.st_size
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(path)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    else:
+        raise BadInput(f"{path}: a socket cannot be packed")
+    return info
+
+
+def _check_layer_names(src: Path) -> None:
+    """Refuse to write a bundle whose layers/ folder names the engine would reject."""
+    layers = src / "layers"
+    if not layers.is_dir():
+        return
+    from agent.favors import parse_layer_name
+
+    for entry in sorted(layers.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            raise BadInput(f"{entry}: everything in layers/ must be a layer folder")
+        parse_layer_name(entry.name)
+
+
+def write_bundle(
+    src: Path, out: BinaryIO, options: PackOptions, progress: Progress | None = None
+) -> tuple[int, int]:
+    """Stream the tree at `src` into `out` as a bundle; returns (entries, content bytes)."""
+    sink = open_encoder(out, options.compression, options.level, options.armor)
+    entries = content = 0
+    first_links: dict[tuple[int, int], str] = {}
+    with tarfile.open(  # type: ignore[call-overload]
+        fileobj=sink,
+        mode="w|",
+        format=tarfile.PAX_FORMAT,
+        bufsize=_COPY_BUFFER,
+        copybufsize=_COPY_BUFFER,
+    ) as tar:
+        for name, st in _walk(src):
+            path = src / name
+            info = _tarinfo(name, st, path, first_links, options.clamp_mtime)
+            if info.type == tarfile.REGTYPE:
+                with open(path, "rb") as data:
+                    try:
+                        tar.addfile(info, data)
+                    except OSError as exc:
+                        raise OvlError(f"{path}: changed while packing ({exc})") from exc
+                content += info.size
+            else:
+                tar.addfile(info)
+            entries += 1
+            if progress is not None:
+                progress.advance(info.size)
+    sink.finish()
+    return entries, content
+
+
+def pack_directory(
+    src: Path, dest: Path, options: PackOptions, progress: Progress | None = None
+) -> PackResult:
+    """Write the bundle for `src` to `dest` atomically (temp file beside it, then rename)."""
+    if not src.is_dir():
+        raise BadInput(f"{src}: not a directory")
+    if dest.resolve().is_relative_to(src.resolve()):
+        raise BadInput(f"{dest}: the output may not lie inside the directory being packed")
+    _check_layer_names(src)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            entries, content = write_bundle(src, out, options, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        temp.chmod(0o644)
+        temp.replace(dest)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OvlError(f"{exc.filename or dest}: {exc.strerror or exc}") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return PackResult(entries=entries, content_bytes=content, output_bytes=dest.stat().st_size)

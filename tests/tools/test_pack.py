@@ -1,0 +1,159 @@
+"""`ovl pack` output read back by the independent peers: GNU tar, the zstd/xz/gzip CLIs."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+from ovl_tools.encode import ARMOR_BEGIN, ARMOR_END, Compression
+from ovl_tools.pack import PackOptions, pack_directory
+
+from agent.errors import BadInput
+
+# A file capability (cap_net_raw+ep, VFS v2): binary xattr bytes that must survive unchanged.
+CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
+
+
+def make_tree(root: Path) -> Path:
+    (root / "etc/ssh").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "layers/10-x86_64").mkdir(parents=True)
+    (root / "etc/hostname").write_text("node\n")
+    (root / "etc/ssh/sshd_config").write_text("PermitRootLogin no\n")
+    os.chmod(root / "etc/ssh/sshd_config", 0o600)
+    os.chown(root / "etc/ssh/sshd_config", 1234, 5678)
+    os.link(root / "etc/hostname", root / "etc/hostname.hardlink")
+    os.symlink("../etc/hostname", root / "usr/bin/link")
+    (root / "usr/bin/ping").write_bytes(os.urandom(300_000))
+    os.setxattr(root / "usr/bin/ping", "security.capability", CAP_NET_RAW)
+    os.setxattr(root / "etc/hostname", "user.note", b"kept")
+    (root / "layers/10-x86_64/motd").write_text("x86 only\n")
+    os.utime(root / "etc/hostname", (1_600_000_000, 1_600_000_000))
+    return root
+
+
+def gnu_extract(bundle: Path, dest: Path, decompress: list[str] | None) -> Path:
+    dest.mkdir()
+    data = bundle.read_bytes()
+    if decompress:
+        data = subprocess.run(decompress, input=data, capture_output=True, check=True).stdout
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-", "-C", dest],
+        input=data,
+        check=True,
+    )
+    return dest
+
+
+def assert_same_tree(src: Path, out: Path) -> None:
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        copy = out / rel
+        a, b = path.lstat(), copy.lstat()
+        assert (a.st_mode, a.st_uid, a.st_gid) == (b.st_mode, b.st_uid, b.st_gid), rel
+        if path.is_symlink():
+            assert os.readlink(copy) == os.readlink(path)
+        elif path.is_file():
+            assert copy.read_bytes() == path.read_bytes(), rel
+            assert int(a.st_mtime) == int(b.st_mtime), rel
+            for name in os.listxattr(path):
+                assert os.getxattr(copy, name) == os.getxattr(path, name), (rel, name)
+    assert (out / "etc/hostname").stat().st_ino == (out / "etc/hostname.hardlink").stat().st_ino
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("compression", "decompress"),
+    [
+        (Compression.ZSTD, ["zstd", "-dc"]),
+        (Compression.GZIP, ["gzip", "-dc"]),
+        (Compression.XZ, ["xz", "-dc"]),
+        (Compression.NONE, None),
+    ],
+)
+def test_gnu_tar_extracts_the_bundle_with_owners_xattrs_and_links(
+    tmp_path: Path, compression: Compression, decompress: list[str] | None
+) -> None:
+    src = make_tree(tmp_path / "src")
+    bundle = tmp_path / "out.ovl"
+    result = pack_directory(src, bundle, PackOptions(compression=compression))
+    assert result.entries == len(list(src.rglob("*")))
+    out = gnu_extract(bundle, tmp_path / "out", decompress)
+    assert_same_tree(src, out)
+
+
+@pytest.mark.subprocess
+def test_gnu_tar_lists_entries_in_deterministic_order(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    pack_directory(src, tmp_path / "b.tar", PackOptions(compression=Compression.NONE))
+    listing = subprocess.run(
+        ["tar", "-tf", tmp_path / "b.tar"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert listing[:2] == ["etc/", "etc/hostname"]
+    assert listing.index("etc/ssh/sshd_config") < listing.index("layers/")
+    assert listing.index("etc/ssh/") < listing.index("etc/ssh/sshd_config")
+
+
+def test_zlib_output_is_a_raw_zlib_stream(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    pack_directory(src, tmp_path / "b.ovl", PackOptions(compression=Compression.ZLIB, level=9))
+    tar_bytes = zlib.decompress((tmp_path / "b.ovl").read_bytes())
+    assert tar_bytes[257:263] == b"ustar\x00"
+
+
+def test_same_tree_packs_to_identical_bytes(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    for compression in Compression:
+        first, second = tmp_path / "1.ovl", tmp_path / "2.ovl"
+        pack_directory(src, first, PackOptions(compression=compression))
+        pack_directory(src, second, PackOptions(compression=compression))
+        assert first.read_bytes() == second.read_bytes(), compression
+
+
+def test_armour_is_76_column_base64_between_marker_lines(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    plain, armoured = tmp_path / "plain.ovl", tmp_path / "armoured.ovl"
+    pack_directory(src, plain, PackOptions(compression=Compression.GZIP))
+    pack_directory(src, armoured, PackOptions(compression=Compression.GZIP, armor=True))
+    lines = armoured.read_bytes().splitlines(keepends=True)
+    assert lines[0] == ARMOR_BEGIN and lines[-1] == ARMOR_END
+    body = lines[1:-1]
+    assert all(len(line) == 77 for line in body[:-1]) and len(body[-1]) <= 77
+    assert base64.b64decode(b"".join(body)) == plain.read_bytes()
+
+
+@pytest.mark.subprocess
+def test_clamped_mtimes_never_exceed_source_date_epoch(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    bundle = tmp_path / "b.tar"
+    pack_directory(
+        src, bundle, PackOptions(compression=Compression.NONE, clamp_mtime=1_500_000_000)
+    )
+    out = gnu_extract(bundle, tmp_path / "out", None)
+    assert {int(p.lstat().st_mtime) for p in out.rglob("*")} == {1_500_000_000}
+
+
+def test_failed_pack_leaves_no_output_and_no_temp_file(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    os.mkfifo(src / "fifo")
+    os.mknod(src / "sock", 0o600 | 0o140000)
+    dest = tmp_path / "out" / "b.ovl"
+    with pytest.raises(BadInput, match="socket cannot be packed"):
+        pack_directory(src, dest, PackOptions())
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_output_inside_the_packed_tree_is_refused(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    with pytest.raises(BadInput, match="inside the directory"):
+        pack_directory(src, src / "b.ovl", PackOptions())
+
+
+def test_level_outside_the_compressor_range_is_bad_input(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    with pytest.raises(BadInput, match=r"--level 23: zstd takes 1\.\.22"):
+        pack_directory(src, tmp_path / "b.ovl", PackOptions(level=23))
