@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.errors import BadInput, OvlError
+from agent.favors import parse_layer_name
 from ovl_tools.encode import Compression, open_encoder
 from ovl_tools.progress import Progress
 
@@ -127,8 +128,6 @@ def _check_layer_names(src: Path) -> None:
     layers = src / "layers"
     if not layers.is_dir():
         return
-    from agent.favors import parse_layer_name
-
     for entry in sorted(layers.iterdir()):
         if not entry.is_dir() or entry.is_symlink():
             raise BadInput(f"{entry}: everything in layers/ must be a layer folder")

@@ -157,3 +157,12 @@ def test_level_outside_the_compressor_range_is_bad_input(tmp_path: Path) -> None
     src = make_tree(tmp_path / "src")
     with pytest.raises(BadInput, match=r"--level 23: zstd takes 1\.\.22"):
         pack_directory(src, tmp_path / "b.ovl", PackOptions(level=23))
+
+
+def test_malformed_layer_folder_is_refused_before_writing(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    (src / "layers/web-1").mkdir()
+    dest = tmp_path / "out" / "b.ovl"
+    with pytest.raises(BadInput, match="malformed layer name 'web-1'"):
+        pack_directory(src, dest, PackOptions())
+    assert not dest.parent.exists()
