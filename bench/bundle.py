@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
 from agent.run import run  # noqa: E402
 
 OVL = [str(Path(sys.executable).parent / "ovl")]
-WORDS = "server port listen allow deny user group path enable disable timeout cache log".split()
+WORDS = ["server", "port", "listen", "allow", "deny", "user", "group", "path", "timeout", "log"]
 MAC = "52:54:00:be:0c:01"
 
 
@@ -84,12 +84,8 @@ def main() -> int:
 
     ovl_bundle, tar_bundle = work / "tree.ovl", work / "tree.tar.zst"
     ovl_pack = timed(lambda: run([*OVL, "pack", tree, "-o", ovl_bundle, "--level", "3"]))
-    tar_pack = timed(
-        lambda: run(
-            ["tar", "--format=pax", "--xattrs", "--sort=name", "-I", "zstd -3 -T0"]
-            + ["-cf", tar_bundle, "-C", tree, "."]
-        )
-    )
+    tar_create = ["tar", "--format=pax", "--xattrs", "--sort=name", "-I", "zstd -3 -T0", "-cf"]
+    tar_pack = timed(lambda: run([*tar_create, tar_bundle, "-C", tree, "."]))
     sizes = f"sizes ovl {ovl_bundle.stat().st_size / 2**20:.1f} MiB, "
     sizes += f"tar {tar_bundle.stat().st_size / 2**20:.1f} MiB"
     row("pack (zstd -3, all CPUs)", ovl_pack, tar_pack, sizes)
