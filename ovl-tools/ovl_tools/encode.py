@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import enum
 import gzip
 import lzma
 import zlib
@@ -11,20 +10,13 @@ from typing import BinaryIO, Protocol, cast
 
 import zstandard
 
+from agent.bundle.codec import Compression
 from agent.errors import BadInput
 
 ARMOR_BEGIN = b"-----BEGIN OVL BUNDLE-----\n"
 ARMOR_END = b"-----END OVL BUNDLE-----\n"
 # 57 raw bytes encode to exactly one 76-character base64 line.
 _ARMOR_CHUNK = 57
-
-
-class Compression(enum.Enum):
-    ZSTD = "zstd"
-    GZIP = "gzip"
-    ZLIB = "zlib"
-    XZ = "xz"
-    NONE = "none"
 
 
 # Each compressor's level range, and the level used when none is asked for.

@@ -53,19 +53,19 @@ def _facts_object(data: Any, where: str) -> dict[str, Any]:
 def parse_fleet(data: Any, where: str = "fleet") -> Fleet:
     """Check a decoded fleet document and turn it into Facts per machine; errors name the path."""
     if not isinstance(data, dict):
-        raise BadInput(f"{where}: expected a JSON object")
+        raise BadInput(f"{where}: $: expected a JSON object")
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
-        raise BadInput(f"{where}.{unknown[0]}: unknown key (known: defaults, machines, version)")
+        raise BadInput(f"{where}: $.{unknown[0]}: unknown key (known: defaults, machines, version)")
     if data.get("version", 1) != 1:
-        raise BadInput(f"{where}.version: only version 1 is understood")
-    defaults = _facts_object(data.get("defaults", {}), f"{where}.defaults")
+        raise BadInput(f"{where}: $.version: only version 1 is understood")
+    defaults = _facts_object(data.get("defaults", {}), f"{where}: $.defaults")
     machines_raw = data.get("machines")
     if not isinstance(machines_raw, dict) or not machines_raw:
-        raise BadInput(f"{where}.machines: expected an object with at least one machine")
+        raise BadInput(f"{where}: $.machines: expected an object with at least one machine")
     machines: dict[str, Facts] = {}
     for name in sorted(machines_raw):
-        path = f"{where}.machines.{name}"
+        path = f"{where}: $.machines.{name}"
         if not name or name != name.strip():
             raise BadInput(f"{path}: a machine name must be non-empty without outer spaces")
         own = _facts_object(machines_raw[name], path)
@@ -96,4 +96,5 @@ def read_facts_file(path: Path) -> Facts:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
-    return Facts.from_json(_facts_object(data, str(path)), str(path))
+    where = f"{path}: $"
+    return Facts.from_json(_facts_object(data, where), where)

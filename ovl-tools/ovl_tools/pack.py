@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from agent.bundle.codec import Compression
+from agent.bundle.manifest import MANIFEST_NAME, parse_manifest
 from agent.errors import BadInput, OvlError
 from agent.favors import parse_layer_name
-from ovl_tools.encode import Compression, open_encoder
+from ovl_tools.encode import open_encoder
 from ovl_tools.progress import Progress
 
 # Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
@@ -123,8 +125,11 @@ def _tarinfo(
     return info
 
 
-def _check_layer_names(src: Path) -> None:
-    """Refuse to write a bundle whose layers/ folder names the engine would reject."""
+def _check_bundle_tree(src: Path) -> None:
+    """Refuse to write a bundle whose manifest or layer folder names the engine would reject."""
+    manifest = src / MANIFEST_NAME
+    if manifest.exists():
+        parse_manifest(manifest.read_bytes(), str(manifest))
     layers = src / "layers"
     if not layers.is_dir():
         return
@@ -175,7 +180,7 @@ def pack_directory(
         raise BadInput(f"{src}: not a directory")
     if dest.resolve().is_relative_to(src.resolve()):
         raise BadInput(f"{dest}: the output may not lie inside the directory being packed")
-    _check_layer_names(src)
+    _check_bundle_tree(src)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     temp = Path(temp_name)

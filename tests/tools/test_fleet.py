@@ -29,23 +29,29 @@ GOOD_FLEET: dict[str, Any] = {
 
 # (document, JSON path the error must name)
 BAD_FLEETS: list[tuple[Any, str]] = [
-    ([], "fleet: expected a JSON object"),
-    ({}, "fleet.machines: expected an object with at least one machine"),
-    ({"machines": {}}, "fleet.machines: expected an object with at least one machine"),
-    ({"machines": {"a": {}}, "machine": {}}, "fleet.machine: unknown key"),
-    ({"machines": {"a": {}}, "version": 2}, "fleet.version: only version 1"),
-    ({"machines": {"a": []}}, "fleet.machines.a: expected an object of facts"),
-    ({"machines": {"a": {"mac": []}}}, "fleet.machines.a.mac: unknown fact"),
-    ({"machines": {"a": {"macs": ["52:54"]}}}, "fleet.machines.a.macs[0]: not a MAC address"),
-    ({"machines": {"a": {"macs": [7]}}}, "fleet.machines.a.macs[0]: not a MAC address"),
-    ({"machines": {"a": {"macs": "52:54:00:aa:bb:cc"}}}, "fleet.machines.a.macs: expected a list"),
-    ({"machines": {"a": {"arch": 64}}}, "fleet.machines.a.arch: expected a string"),
-    ({"machines": {"a": {}}, "defaults": {"arch": 1}}, "fleet.machines.a.arch: expected a string"),
-    ({"machines": {"a": {}}, "defaults": {"cpu": "x"}}, "fleet.defaults.cpu: unknown fact"),
-    ({"machines": {" a": {}}}, "fleet.machines. a: a machine name must be non-empty"),
+    ([], "fleet: $: expected a JSON object"),
+    ({}, "fleet: $.machines: expected an object with at least one machine"),
+    ({"machines": {}}, "fleet: $.machines: expected an object with at least one machine"),
+    ({"machines": {"a": {}}, "machine": {}}, "fleet: $.machine: unknown key"),
+    ({"machines": {"a": {}}, "version": 2}, "fleet: $.version: only version 1"),
+    ({"machines": {"a": []}}, "fleet: $.machines.a: expected an object of facts"),
+    ({"machines": {"a": {"mac": []}}}, "fleet: $.machines.a.mac: unknown fact"),
+    ({"machines": {"a": {"macs": ["52:54"]}}}, "fleet: $.machines.a.macs[0]: not a MAC address"),
+    ({"machines": {"a": {"macs": [7]}}}, "fleet: $.machines.a.macs[0]: not a MAC address"),
+    (
+        {"machines": {"a": {"macs": "52:54:00:aa:bb:cc"}}},
+        "fleet: $.machines.a.macs: expected a list",
+    ),
+    ({"machines": {"a": {"arch": 64}}}, "fleet: $.machines.a.arch: expected a string"),
+    (
+        {"machines": {"a": {}}, "defaults": {"arch": 1}},
+        "fleet: $.machines.a.arch: expected a string",
+    ),
+    ({"machines": {"a": {}}, "defaults": {"cpu": "x"}}, "fleet: $.defaults.cpu: unknown fact"),
+    ({"machines": {" a": {}}}, "fleet: $.machines. a: a machine name must be non-empty"),
     (
         {"machines": {"a": {"extra": {"rack": "r1"}}}},
-        "fleet.machines.a.extra.rack: expected a list of strings",
+        "fleet: $.machines.a.extra.rack: expected a list of strings",
     ),
 ]
 
@@ -102,7 +108,7 @@ def test_facts_schema_rejects_an_unknown_fact_as_the_reader_does(tmp_path: Path)
     assert not jsonschema.Draft202012Validator(FACTS_SCHEMA).is_valid(document)
     path = tmp_path / "facts.json"
     path.write_text(json.dumps(document))
-    with pytest.raises(BadInput, match=r"facts.json.hostname: unknown fact"):
+    with pytest.raises(BadInput, match=r"facts.json: \$.hostname: unknown fact"):
         read_facts_file(path)
 
 

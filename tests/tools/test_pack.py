@@ -9,9 +9,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from ovl_tools.encode import ARMOR_BEGIN, ARMOR_END, Compression
+from ovl_tools.encode import ARMOR_BEGIN, ARMOR_END
 from ovl_tools.pack import PackOptions, pack_directory
 
+from agent.bundle.codec import Compression, Encoding, open_decoded
 from agent.errors import BadInput
 
 # A file capability (cap_net_raw+ep, VFS v2): binary xattr bytes that must survive unchanged.
@@ -166,3 +167,25 @@ def test_malformed_layer_folder_is_refused_before_writing(tmp_path: Path) -> Non
     with pytest.raises(BadInput, match="malformed layer name 'web-1'"):
         pack_directory(src, dest, PackOptions())
     assert not dest.parent.exists()
+
+
+def test_invalid_manifest_is_refused_before_writing(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    (src / "ovl.json").write_text('{"name": "fleet", "serial": -1}')
+    with pytest.raises(BadInput, match=r"ovl.json: \$.serial: expected a non-negative integer"):
+        pack_directory(src, tmp_path / "b.ovl", PackOptions())
+    assert not (tmp_path / "b.ovl").exists()
+
+
+def test_every_encoding_reads_back_through_the_agent_decoder(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    pack_directory(src, tmp_path / "plain.tar", PackOptions(compression=Compression.NONE))
+    plain = (tmp_path / "plain.tar").read_bytes()
+    for compression in Compression:
+        for armor in (False, True):
+            bundle = tmp_path / f"{compression.value}-{armor}.ovl"
+            pack_directory(src, bundle, PackOptions(compression=compression, armor=armor))
+            with bundle.open("rb") as raw:
+                decoded = open_decoded(raw)
+                assert decoded.encoding == Encoding(compression, armoured=armor)
+                assert decoded.read() == plain, (compression, armor)

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from agent.bundle.codec import Compression
 from agent.errors import BadInput
-from ovl_tools.encode import Compression
 from ovl_tools.pack import PackOptions, pack_directory
 from ovl_tools.progress import Progress
 
