@@ -1,0 +1,156 @@
+"""VM fixtures: one kernel, one initramfs and one test root per session; guests always killed.
+
+Each guest boots the Debian cloud kernel under QEMU with an initramfs built by
+`ovl initramfs build`, reaches its bundle server as http://10.0.2.100/ and boots the test root,
+whose init prints `OVL-TEST ...` lines (ovl_tools/vm/test-init.sh) that the tests read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ovl_tools.vm.kernel import Kernel, fetch_kernel
+from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine
+from ovl_tools.vm.rootimage import build_test_root
+
+from agent.run import run
+
+OVL = Path(sys.executable).parent / "ovl"
+BOOT_TIMEOUT = 180.0  # seconds for one whole boot under TCG, with room for a busy 2-core host
+PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/release-note", "/etc/base-only")
+
+
+@dataclass
+class Outcome:
+    """What the guest's test init printed, parsed."""
+
+    console: str
+    files: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
+    root_mount: str = ""
+    scratch: str = ""
+    report: dict[str, Any] | None = None
+    booted: bool = False
+
+    @classmethod
+    def parse(cls, console: str) -> Outcome:
+        outcome = cls(console=console)
+        for line in console.splitlines():
+            _, found, rest = line.partition("OVL-TEST ")
+            if not found:
+                continue
+            kind, _, value = rest.partition(" ")
+            if kind == "booted":
+                outcome.booted = True
+            elif kind == "file":
+                path, _, content = value.partition("=")
+                outcome.files[path] = content
+            elif kind == "facts":
+                outcome.facts = dict(item.split("=", 1) for item in value.split())
+            elif kind == "mounts":
+                outcome.root_mount = value
+            elif kind == "scratch":
+                outcome.scratch = value
+            elif kind == "report" and value != "none":
+                outcome.report = json.loads(value)
+        return outcome
+
+    def agent_lines(self) -> list[str]:
+        return [line for line in self.console.splitlines() if "ovl: " in line]
+
+
+@pytest.fixture(scope="session")
+def kernel() -> Kernel:
+    return fetch_kernel()
+
+
+@pytest.fixture(scope="session")
+def initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("initramfs") / "initrd.img"
+    run(
+        [
+            OVL,
+            "initramfs",
+            "build",
+            "--kernel-version",
+            kernel.version,
+            "--modules-dir",
+            kernel.modules_dir,
+            "-o",
+            output,
+        ]
+    )
+    return output
+
+
+@pytest.fixture(scope="session")
+def test_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("root") / "root.sqfs"
+    return build_test_root(
+        output,
+        files={"/etc/hostname": "base-image\n", "/etc/base-only": "from the image\n"},
+        probes=PROBES,
+    )
+
+
+def closed_port() -> tuple[socket.socket, int]:
+    """A loopback port that refuses connections (bound, never listening) while the socket lives."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
+BootVm = Callable[..., Outcome]
+
+
+@pytest.fixture
+def boot_vm(
+    kernel: Kernel, initrd: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[BootVm]:
+    """Boot one guest to power-off and return what it printed; every guest is killed at teardown.
+
+    Call as boot_vm(cmdline, http_port, machine=Machine(...)); the console of each boot is kept
+    in tmp_path/boot-N/console.log and printed when the test fails.
+    """
+    guests: list[VirtualMachine] = []
+
+    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> Outcome:
+        vm = VirtualMachine(
+            Boot(kernel=kernel.vmlinuz, initrd=initrd, cmdline=cmdline, http_port=http_port),
+            machine or Machine(),
+            tmp_path / f"boot-{len(guests) + 1}",
+            lifetime=BOOT_TIMEOUT,
+        )
+        guests.append(vm)
+        vm.wait_exit(BOOT_TIMEOUT)
+        return Outcome.parse(vm.text())
+
+    yield boot
+    for vm in guests:
+        vm.kill()
+        print(f"--- console of {vm.console.parent.name} ---\n{vm.text()}")
+
+
+@pytest.fixture
+def pack_bundle(tmp_path: Path) -> Callable[[str, dict[str, str]], Path]:
+    """Write `tree` (relative path -> text) under tmp_path and pack it with `ovl pack`."""
+
+    def pack(name: str, tree: dict[str, str]) -> Path:
+        source = tmp_path / f"{name}.tree"
+        for relative, text in tree.items():
+            target = source / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        output = tmp_path / "www" / name
+        output.parent.mkdir(exist_ok=True)
+        run([OVL, "pack", source, "-o", output])
+        return output
+
+    return pack

@@ -1,0 +1,104 @@
+"""The VM harness itself: kernel fetch, test root, loopback server, QEMU runner."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from ovl_tools.vm.httpserve import StaticServer
+from ovl_tools.vm.kernel import Kernel, fetch_kernel, resolve_package
+from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine, qemu_argv
+from ovl_tools.vm.rootimage import build_test_root
+
+from agent.errors import OvlError
+from agent.run import run
+
+
+@pytest.mark.subprocess
+def test_meta_package_resolves_to_a_versioned_kernel_image() -> None:
+    versioned = resolve_package("linux-image-cloud-amd64")
+    assert versioned.startswith("linux-image-")
+    assert versioned.endswith("-cloud-amd64")
+    assert resolve_package(versioned) == versioned
+
+
+@pytest.mark.subprocess
+def test_fetched_kernel_has_an_image_and_indexed_modules(kernel: Kernel) -> None:
+    assert kernel.vmlinuz.read_bytes()[0x202:0x206] == b"HdrS"  # x86 boot protocol header
+    modules_dep = (kernel.modules_dir / "modules.dep").read_text()
+    assert "kernel/drivers/net/virtio_net.ko:" in modules_dep
+    assert "kernel/fs/overlayfs/overlay.ko:" in modules_dep
+
+
+@pytest.mark.subprocess
+def test_second_fetch_reuses_the_unpacked_kernel(kernel: Kernel) -> None:
+    before = kernel.vmlinuz.stat().st_mtime_ns
+    again = fetch_kernel()
+    assert again == kernel
+    assert again.vmlinuz.stat().st_mtime_ns == before
+
+
+def test_static_server_serves_the_directory_and_records_requests(tmp_path: Path) -> None:
+    (tmp_path / "fleet.ovl").write_bytes(b"bundle bytes")
+    with StaticServer(tmp_path) as server:
+        with urllib.request.urlopen(f"{server.url}/fleet.ovl", timeout=5) as response:
+            assert response.read() == b"bundle bytes"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{server.url}/fleet.ovl.minisig", timeout=5)
+        assert missing.value.code == 404
+        assert server.requests == ["GET /fleet.ovl 200", "GET /fleet.ovl.minisig 404"]
+
+
+@pytest.mark.subprocess
+def test_test_root_holds_busybox_the_reporting_init_and_the_probe_list(tmp_path: Path) -> None:
+    image = build_test_root(
+        tmp_path / "root.sqfs", files={"/etc/motd": "hello\n"}, probes=["/etc/motd"]
+    )
+    listing = run(["unsquashfs", "-lls", image]).stdout.decode()
+    assert "squashfs-root/sbin/init" in listing
+    assert "squashfs-root/bin/sh -> /bin/busybox" in listing
+    extracted = tmp_path / "x"
+    run(["unsquashfs", "-d", extracted, image, "etc", "sbin/init"])
+    assert (extracted / "etc/motd").read_text() == "hello\n"
+    assert (extracted / "etc/ovl-probe").read_text() == "/etc/motd\n"
+    assert "OVL-TEST" in (extracted / "sbin/init").read_text()
+
+
+def test_guest_network_is_restricted_and_forwards_only_to_loopback(tmp_path: Path) -> None:
+    boot = Boot(kernel=tmp_path / "k", initrd=tmp_path / "i", cmdline="quiet", http_port=8123)
+    machine = Machine(mac="52:54:00:00:00:07", disks=(tmp_path / "a.img",))
+    argv = qemu_argv(boot, machine, tmp_path / "console", tmp_path / "pid")
+    netdev = argv[argv.index("-netdev") + 1]
+    assert netdev.startswith("user,id=n0,restrict=on,")
+    assert netdev.endswith("guestfwd=tcp:10.0.2.100:80-cmd:/bin/busybox nc 127.0.0.1 8123")
+    assert "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:07" in argv
+    assert f"file={tmp_path / 'a.img'},if=virtio,format=raw" in argv
+    assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1 quiet"
+
+
+@pytest.mark.vm
+def test_qemu_that_cannot_start_reports_why(tmp_path: Path) -> None:
+    boot = Boot(kernel=tmp_path / "missing", initrd=tmp_path / "missing", cmdline="", http_port=1)
+    with (
+        VirtualMachine(boot, Machine(), tmp_path / "vm") as vm,
+        pytest.raises(OvlError, match=r"qemu exit status 1: .*missing"),
+    ):
+        vm.wait_for("never printed", timeout=30)
+
+
+@pytest.mark.vm
+def test_kernel_boots_under_the_runner_and_its_console_is_captured(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    # No initramfs and no disk: the kernel must panic at mounting root, and panic=-1 ends QEMU.
+    empty = tmp_path / "empty.cpio"
+    empty.write_bytes(b"")
+    boot = Boot(kernel=kernel.vmlinuz, initrd=empty, cmdline="", http_port=1)
+    with VirtualMachine(boot, Machine(), tmp_path / "vm", lifetime=120) as vm:
+        found = vm.wait_for(r"Linux version (\S+)", timeout=120)
+        assert found.group(1) == kernel.version
+        with pytest.raises(OvlError, match="without a line matching"):
+            vm.wait_for("OVL-TEST booted", timeout=120)
+    assert "Kernel panic" in vm.text()
