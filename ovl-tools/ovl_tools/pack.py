@@ -26,6 +26,8 @@ from ovl_tools.progress import Progress
 
 # Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
 _XATTR_NAMESPACES = ("user.", "trusted.", "security.")
+# overlayfs keeps its own bookkeeping there; the agent refuses bundles that carry it.
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 _COPY_BUFFER = 1 << 20
 
 
@@ -78,18 +80,24 @@ def _xattrs(path: Path) -> dict[str, str]:
         return {}
     headers = {}
     for name in names:
-        if name.startswith(_XATTR_NAMESPACES):
+        if name.startswith(_XATTR_NAMESPACES) and not name.startswith(_OVERLAY_XATTRS):
             value = os.getxattr(path, name, follow_symlinks=False)
             # tarfile writes surrogate-escaped text back as the original bytes.
             headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
     return headers
 
 
+def _layer_of(name: str) -> str:
+    """The layer an entry belongs to ('' for the base): hardlinks may not cross layers."""
+    parts = name.split("/", 2)
+    return parts[1] if parts[0] == "layers" and len(parts) == 3 else ""
+
+
 def _tarinfo(
     name: str,
     st: os.stat_result,
     path: Path,
-    first_links: dict[tuple[int, int], str],
+    first_links: dict[tuple[str, int, int], str],
     clamp_mtime: int | None,
 ) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -101,7 +109,7 @@ def _tarinfo(
     info.pax_headers = _xattrs(path)
     mode = st.st_mode
     if stat.S_ISREG(mode):
-        key = (st.st_dev, st.st_ino)
+        key = (_layer_of(name), st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in first_links:
             info.type = tarfile.LNKTYPE
             info.linkname = first_links[key]
@@ -145,7 +153,7 @@ def write_bundle(
     """Stream the tree at `src` into `out` as a bundle; returns (entries, content bytes)."""
     sink = open_encoder(out, options.compression, options.level, options.armor)
     entries = content = 0
-    first_links: dict[tuple[int, int], str] = {}
+    first_links: dict[tuple[str, int, int], str] = {}
     with tarfile.open(  # type: ignore[call-overload]
         fileobj=sink,
         mode="w|",

@@ -189,3 +189,17 @@ def test_every_encoding_reads_back_through_the_agent_decoder(tmp_path: Path) -> 
                 decoded = open_decoded(raw)
                 assert decoded.encoding == Encoding(compression, armoured=armor)
                 assert decoded.read() == plain, (compression, armor)
+
+
+@pytest.mark.subprocess
+def test_hardlinks_never_cross_layers(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    os.link(src / "etc/hostname", src / "layers/10-x86_64/hostname")
+    os.link(src / "etc/hostname", src / "layers/10-x86_64/hostname2")
+    bundle = tmp_path / "b.tar"
+    pack_directory(src, bundle, PackOptions(compression=Compression.NONE))
+    listing = subprocess.run(
+        ["tar", "-tvf", bundle], capture_output=True, text=True, check=True
+    ).stdout
+    assert "layers/10-x86_64/hostname2 link to layers/10-x86_64/hostname\n" in listing
+    assert "layers/10-x86_64/hostname link to" not in listing
