@@ -1,0 +1,1 @@
+"""Trust: signatures (minisign), signer certificates, decryption (age, legacy openssl), replay."""

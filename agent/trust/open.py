@@ -1,0 +1,160 @@
+"""open_sealed: signature and certificate first, then replay, then decryption.
+
+Nothing of the bundle is parsed or decompressed before its signature has been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import BadInput, OvlError
+from agent.trust.age import Identity, Passphrase, decrypt_age, is_age
+from agent.trust.certs import TrustStore, comment_fields
+from agent.trust.legacy import decrypt_legacy, is_legacy
+from agent.trust.minisign import Signature, parse_public_key, parse_signature, verify_file
+from agent.trust.policy import Policy
+from agent.trust.replay import ReplayState
+
+log = logging.getLogger("ovl.trust")
+
+BUNDLE_KIND = "ovl-bundle"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The plain bundle. When `encrypted`, `path` is a new file the caller removes."""
+
+    path: Path
+    signer: str | None
+    serial: int | None
+    encrypted: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Signed:
+    signer: str | None
+    name: str | None
+    serial: int | None
+    warnings: tuple[str, ...]
+
+
+def bundle_comment(name: str, serial: int) -> str:
+    """The trusted comment a sealed bundle's signature carries."""
+    if not name or any(c.isspace() or c == "=" for c in name):
+        raise BadInput(f"bundle name {name!r}: must be non-empty, without spaces or '='")
+    return f"{BUNDLE_KIND} name={name} serial={serial}"
+
+
+def split_chain(sig: Signature, where: str) -> tuple[str, Signature] | None:
+    """The signer's `.pub` text and certificate carried after the signature, if any.
+
+    The trailer is the signer's certificate file: 4 certificate lines, then 2 `.pub` lines.
+    """
+    if not sig.trailer:
+        return None
+    if len(sig.trailer) != 6:
+        raise BadInput(f"{where}: expected a certificate (4 lines) and signer key (2 lines)")
+    pub_text = "".join(line + "\n" for line in sig.trailer[4:])
+    return pub_text, parse_signature("\n".join(sig.trailer[:4]), f"{where}: certificate")
+
+
+def check_signature(
+    bundle: Path, signature: Path, policy: Policy, trust: TrustStore, where: str
+) -> Signed:
+    """Verify the bundle's signature and the signer's certificate.
+
+    Under ovl.require=none a signature that does not match still refuses the bundle (that is
+    tampering), but certification problems only warn.
+    """
+    sig = parse_signature(signature.read_text(), f"{where}: {signature.name}")
+    chain = split_chain(sig, where)
+    if chain is None:
+        raise OvlError(f"{where}: signature carries no signer certificate; signer not certified")
+    pub_text, cert = chain
+    signer_key = parse_public_key(pub_text, f"{where}: signer key")
+    warnings: list[str] = []
+    signer: str | None = None
+    try:
+        signer = trust.check_signer(pub_text, cert, where).name
+    except OvlError as exc:
+        if policy.needs_signature:
+            raise
+        warnings.append(f"{exc.line} (accepted: ovl.require={policy})")
+    verify_file(signer_key, sig, bundle, where)
+    try:
+        fields = comment_fields(sig.trusted_comment, BUNDLE_KIND, where)
+        serial = int(fields["serial"])
+        name = fields["name"]
+    except (BadInput, KeyError, ValueError) as exc:
+        if policy.needs_signature:
+            raise OvlError(
+                f"{where}: signed trusted comment carries no bundle name and serial"
+            ) from exc
+        return Signed(signer, None, None, tuple(warnings))
+    return Signed(signer, name, serial, tuple(warnings))
+
+
+def open_sealed(
+    bundle: Path,
+    signature: Path | None,
+    policy: Policy,
+    trust: TrustStore,
+    identities: list[Identity],
+    state: ReplayState | None,
+) -> Opened:
+    """Verify, check replay, decrypt. OvlError with the cause; no file left behind on error."""
+    where = f"bundle {bundle.name}"
+    if signature is None:
+        if policy.needs_signature:
+            raise OvlError(f"{where}: unsigned, refused (ovl.require={policy})")
+        signed = Signed(None, None, None, ())
+    else:
+        signed = check_signature(bundle, signature, policy, trust, where)
+    warnings = list(signed.warnings)
+    if state is not None and signed.name is not None and signed.serial is not None:
+        last = state.highest(signed.name)
+        if policy.allow_rollback and last is not None and signed.serial < last:
+            warnings.append(f"{where}: serial {signed.serial} older than {last}, allow-rollback")
+        elif not policy.allow_rollback:
+            state.check(signed.name, signed.serial, where)
+    with bundle.open("rb") as stream:
+        head = stream.read(64)
+    plain, encrypted = bundle, False
+    if is_age(head):
+        plain, encrypted = _decrypt_to_temp(bundle, identities, where, legacy=False), True
+    elif is_legacy(head):
+        if not policy.allow_legacy:
+            raise OvlError(
+                f"{where}: legacy openssl-encrypted bundle refused (unauthenticated;"
+                " ovl.require=...,allow-legacy accepts it)"
+            )
+        warnings.append(f"{where}: legacy openssl format: encrypted but not authenticated")
+        plain, encrypted = _decrypt_to_temp(bundle, identities, where, legacy=True), True
+    elif policy.needs_encryption:
+        raise OvlError(f"{where}: plaintext bundle refused (ovl.require={policy})")
+    for line in warnings:
+        log.warning("%s", line)
+    if state is not None and signed.name is not None and signed.serial is not None:
+        state.accept(signed.name, signed.serial)
+    return Opened(plain, signed.signer, signed.serial, encrypted, tuple(warnings))
+
+
+def _decrypt_to_temp(bundle: Path, identities: list[Identity], where: str, *, legacy: bool) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{bundle.name}.", suffix=".plain", dir=bundle.parent)
+    os.close(fd)
+    plain = Path(name)
+    try:
+        if legacy:
+            passphrases = [i for i in identities if isinstance(i, Passphrase)]
+            decrypt_legacy(bundle, plain, passphrases, where)
+        else:
+            decrypt_age(bundle, plain, identities, where)
+    except BaseException:
+        plain.unlink(missing_ok=True)
+        raise
+    return plain
