@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from agent.errors import OvlError
 
 # Modules under agent.commands; each exposes register(subparsers) like ovl_tools' commands.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("boot", "facts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,311 @@
+"""The boot, top to bottom: command line → facts → channels → verify/decrypt → match+apply →
+stack root → report → hand-over file for the /init shim.
+
+Never brick: a channel, signature, decryption or layer that fails is one console line and the
+next candidate is tried (the configured channels in order, then the last-known-good cache);
+with no bundle at all the bare image boots. Only when no root can be assembled does the
+hand-over say EMERGENCY, and the shim drops to a shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.cache import Cache, CacheChannel
+from agent.channels.base import Channel, FetchContext, Fetched
+from agent.cmdline import BootConfig, Phase
+from agent.console import Console
+from agent.errors import OvlError
+from agent.facts import Facts, collect_facts, probe_volume_uuids
+from agent.mounts import MountStack, umount_below
+from agent.report import Attempt, Report
+from agent.stack.builders import RootBuilder, make_builder
+from agent.verify import Verifier
+
+if TYPE_CHECKING:
+    from agent.bundle.apply import ApplyResult
+    from agent.trust.open import Opened
+
+
+@dataclass(frozen=True)
+class BootPaths:
+    """Where the boot reads and writes; host tests point these into a temporary directory."""
+
+    run_dir: Path = Path("/run/ovl")
+    sysroot: Path = Path("/sysroot")
+    sysfs: Path = Path("/sys")
+    keys_dir: Path = Path("/etc/ovl/keys")
+    kmsg: Path | None = Path("/dev/kmsg")
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What the /init shim does next: switch_root into ROOT, BREAK to a shell, or EMERGENCY."""
+
+    root: Path | None = None
+    init: str | None = None
+    break_at: Phase | None = None
+    emergency: str | None = None
+
+    def render(self) -> str:
+        pairs = {
+            "ROOT": str(self.root) if self.root else None,
+            "INIT": self.init,
+            "BREAK": self.break_at.value if self.break_at else None,
+            "EMERGENCY": self.emergency,
+        }
+        return "".join(f"{k}={shlex.quote(v)}\n" for k, v in pairs.items() if v is not None)
+
+
+class _Break(Exception):
+    def __init__(self, phase: Phase) -> None:
+        self.phase = phase
+
+
+@dataclass
+class _Boot:
+    config: BootConfig
+    paths: BootPaths
+    console: Console
+    report: Report
+    ctx: FetchContext
+
+    def stop_before(self, phase: Phase) -> None:
+        if self.config.break_at is phase:
+            raise _Break(phase)
+
+
+def boot(
+    config: BootConfig, paths: BootPaths = BootPaths(), console: Console | None = None
+) -> Handover:
+    """Assemble the root and write report.json and the hand-over file; never raises OvlError."""
+    console = console or Console(kmsg=paths.kmsg)
+    start = time.monotonic()
+    report, mounts = Report(), MountStack()
+    # A rerun after ovl.break, or after a crash, starts from a clean slate.
+    umount_below(paths.sysroot)
+    umount_below(paths.run_dir)
+    for stale in ("layers", "fetched", "lower", "upper", "work"):
+        shutil.rmtree(paths.run_dir / stale, ignore_errors=True)
+    ctx = FetchContext(
+        work_dir=paths.run_dir / "mnt",
+        timeout=config.timeout,
+        console=console,
+        mounts=mounts,
+        proxy=config.proxy,
+        sysfs_root=paths.sysfs,
+    )
+    state = _Boot(config, paths, console, report, ctx)
+    try:
+        handover = _assemble(state)
+    except _Break as stop:
+        console.line("break", f"stopping before {stop.phase.value}: shell requested by ovl.break")
+        handover = Handover(break_at=stop.phase)
+    except Exception as exc:  # never brick: any failure here still reaches the shim
+        mounts.release()
+        line = exc.line if isinstance(exc, OvlError) else f"{type(exc).__name__}: {exc}"
+        report.errors.append(line)
+        console.line("emergency", line)
+        if config.debug:
+            import traceback
+
+            traceback.print_exc()
+        handover = Handover(emergency=line)
+    report.timings_ms["total"] = round((time.monotonic() - start) * 1000)
+    report.write(paths.run_dir / "report.json")
+    write_handover(paths.run_dir / "handover", handover)
+    return handover
+
+
+def _assemble(boot: _Boot) -> Handover:
+    config, report, console = boot.config, boot.report, boot.console
+    for warning in config.warnings:
+        console.line("cmdline", warning)
+        report.recoverable_errors.append(warning)
+    boot.stop_before(Phase.FACTS)
+    with report.phase("facts"):
+        facts = _facts(boot)
+    builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx)
+    cache = Cache(config.cache) if config.cache else None
+    verifier = _verifier(boot, cache)
+    boot.stop_before(Phase.FETCH)
+    candidates: list[Channel] = [*config.channels, *([CacheChannel(cache)] if cache else [])]
+    chosen = None
+    for channel in candidates:
+        opened_pair = _fetch_and_open(boot, channel, verifier)
+        if opened_pair is None:
+            continue
+        boot.stop_before(Phase.APPLY)
+        applied = _apply(boot, channel, opened_pair, facts, builder)
+        if applied is not None:
+            chosen = (channel, opened_pair[0], applied)
+            break
+    if chosen is None:
+        _no_bundle(boot)
+    boot.stop_before(Phase.STACK)
+    with report.phase("stack"):
+        builder.finish(chosen[2] if chosen else None)
+    report.root = builder.describe()
+    details = ", ".join(f"{k} {v}" for k, v in report.root.items() if k != "mode" and v)
+    console.line("stack", f"{report.root['mode']} root on {boot.paths.sysroot}: {details}")
+    if chosen and cache and not isinstance(chosen[0], CacheChannel):
+        _remember(boot, cache, chosen[0], chosen[1], verifier)
+    boot.stop_before(Phase.HANDOVER)
+    return Handover(root=boot.paths.sysroot, init=config.init)
+
+
+def _facts(boot: _Boot) -> Facts:
+    def volumes() -> tuple[str, ...]:
+        try:
+            return probe_volume_uuids()
+        except OvlError as exc:
+            boot.report.recoverable_errors.append(f"facts: volume UUIDs unknown: {exc.line}")
+            return ()
+
+    facts = collect_facts(boot.paths.sysfs, volume_uuids=volumes)
+    boot.report.facts = facts.to_json()
+    boot.console.line(
+        "facts",
+        f"{len(facts.macs)} MACs, product uuid {facts.product_uuid or 'none'},"
+        f" {len(facts.volume_uuids)} volumes, {facts.kernel_release} {facts.arch}",
+    )
+    return facts
+
+
+def _verifier(boot: _Boot, cache: Cache | None) -> Verifier:
+    replay = None
+    if cache is not None:
+        replay = boot.paths.run_dir / "replay.json"
+        replay.unlink(missing_ok=True)
+        try:
+            cache.load_replay(replay, boot.ctx)
+        except OvlError as exc:
+            _recoverable(boot, "cache", f"{cache.location}: {exc.line}")
+    return Verifier(boot.config.require, boot.paths.keys_dir, boot.config.key, replay)
+
+
+def _fetch_and_open(
+    boot: _Boot, channel: Channel, verifier: Verifier
+) -> tuple[Fetched, Opened] | None:
+    name = channel.describe()
+    dest = boot.paths.run_dir / "fetched" / "bundle.ovl"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with boot.report.phase("fetch"):
+        try:
+            fetched = channel.fetch(dest, boot.ctx)
+        except Exception as exc:
+            _failed(boot, name, "fetch", exc, start)
+            return None
+    ms = _ms(start)
+    signed = "signed" if fetched.signature else "unsigned"
+    boot.console.line("fetch", f"{name} ok {fetched.size / 1e6:.1f} MB {signed} {ms} ms")
+    start = time.monotonic()
+    with boot.report.phase("verify"):
+        try:
+            opened = verifier.open(fetched, boot.ctx)
+        except Exception as exc:
+            _failed(boot, name, "verify", exc, start)
+            return None
+    for warning in opened.warnings:
+        _recoverable(boot, "verify", warning)
+    boot.console.line(
+        "verify",
+        f"{name} ok signer {opened.signer or 'none'} serial {opened.serial}"
+        f"{' decrypted' if opened.encrypted else ''} {_ms(start)} ms",
+    )
+    boot.report.bundle = {
+        "source": name,
+        "sha256": fetched.sha256,
+        "bytes": fetched.size,
+        "signer": opened.signer,
+        "serial": opened.serial,
+        "encrypted": opened.encrypted,
+    }
+    return fetched, opened
+
+
+def _apply(
+    boot: _Boot,
+    channel: Channel,
+    pair: tuple[Fetched, Opened],
+    facts: Facts,
+    builder: RootBuilder,
+) -> ApplyResult | None:
+    from agent.bundle.apply import apply_bundle
+
+    fetched, opened = pair
+    name = channel.describe()
+    start = time.monotonic()
+    with boot.report.phase("apply"):
+        target = builder.prepare()  # no root without it: its failure is not the bundle's
+        try:
+            with open(opened.path, "rb") as source:
+                result = apply_bundle(source, facts, target, split=builder.split)
+        except Exception as exc:
+            _failed(boot, name, "apply", exc, start)
+            return None
+        finally:
+            if opened.encrypted:
+                opened.path.unlink(missing_ok=True)
+    layers = [layer.name for layer in result.layers]
+    boot.report.layers = layers
+    boot.report.channels.append(Attempt(name, "ok", "", _ms(start), fetched.size))
+    boot.console.line(
+        "apply",
+        f"{result.manifest.name} serial {result.manifest.serial}: {len(layers)} layers"
+        f" ({', '.join(layers)}) {_ms(start)} ms",
+    )
+    return result
+
+
+def _failed(boot: _Boot, name: str, step: str, exc: Exception, start: float) -> None:
+    reason = exc.line if isinstance(exc, OvlError) else f"{type(exc).__name__}: {exc}"
+    boot.report.channels.append(Attempt(name, step, reason, _ms(start)))
+    boot.report.recoverable_errors.append(f"{step}: {name}: {reason}")
+    boot.console.line(step, f"{name} failed: {reason}")
+    return None
+
+
+def _no_bundle(boot: _Boot) -> None:
+    config = boot.config
+    if config.require_bundle:
+        raise OvlError(
+            "no bundle verified and applied, and ovl.require=...,bundle forbids booting without one"
+        )
+    if config.channels:
+        _recoverable(boot, "fetch", "no bundle verified and applied; booting the bare image")
+    boot.report.bundle = None
+
+
+def _remember(
+    boot: _Boot, cache: Cache, channel: Channel, fetched: Fetched, verifier: Verifier
+) -> None:
+    with boot.report.phase("cache"):
+        try:
+            cache.remember(fetched, channel.describe(), verifier.replay, boot.ctx)
+        except OvlError as exc:
+            _recoverable(boot, "cache", exc.line)
+            return
+    boot.console.line("cache", f"kept as last-known-good on {cache.location}")
+
+
+def _recoverable(boot: _Boot, phase: str, line: str) -> None:
+    boot.report.recoverable_errors.append(f"{phase}: {line}")
+    boot.console.line(phase, line)
+
+
+def _ms(start: float) -> int:
+    return round((time.monotonic() - start) * 1000)
+
+
+def write_handover(path: Path, handover: Handover) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(handover.render())
+    tmp.replace(path)

@@ -1,0 +1,60 @@
+"""/run/ovl/report.json: what the boot did and why, for machines (the console has it for humans).
+
+Shape: {"version": 1, "facts": {...}, "channels": [{"channel", "outcome", "reason", "ms",
+"bytes"}], "bundle": {...} | null, "layers": [...], "root": {...}, "timings_ms": {phase: ms},
+"errors": [...], "recoverable_errors": [...]}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+
+
+@dataclass
+class Attempt:
+    channel: str
+    outcome: str  # "ok" or the phase that failed: "fetch", "verify", "apply"
+    reason: str
+    ms: int
+    bytes: int = 0
+
+
+@dataclass
+class Report:
+    facts: dict[str, Any] = field(default_factory=dict)
+    channels: list[Attempt] = field(default_factory=list)
+    bundle: dict[str, Any] | None = None
+    layers: list[str] = field(default_factory=list)
+    root: dict[str, Any] = field(default_factory=dict)
+    timings_ms: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    recoverable_errors: list[str] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the time spent in the with-block to the phase's total."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = round((time.monotonic() - start) * 1000)
+            self.timings_ms[name] = self.timings_ms.get(name, 0) + spent
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, **asdict(self)}
+
+    def write(self, path: Path) -> None:
+        """Write through a temporary file, so a reader never sees half a report."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        os.replace(tmp, path)

@@ -1,0 +1,64 @@
+"""Verify and decrypt a fetched bundle under the machine's policy (agent.trust does the work).
+
+The trust roots live in the initramfs (`/etc/ovl/keys/*.pub`), the node key wherever
+`ovl.key=` says, the replay state beside the last-known-good cache when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.channels.base import FetchContext, Fetched
+from agent.devices import PartPath, find_device
+from agent.mounts import mount_partition
+from agent.trust.policy import Policy
+
+if TYPE_CHECKING:
+    from agent.trust.age import Identity
+    from agent.trust.certs import TrustStore
+    from agent.trust.open import Opened
+
+
+@dataclass
+class Verifier:
+    policy: Policy
+    keys_dir: Path
+    key: Path | PartPath | None
+    replay: Path | None
+    _trust: TrustStore | None = field(default=None, repr=False)
+    _identities: list[Identity] | None = field(default=None, repr=False)
+
+    def open(self, fetched: Fetched, ctx: FetchContext) -> Opened:
+        """The plain bundle, or OvlError naming why it is refused."""
+        # Imported here: the crypto libraries cost start-up time a bare boot never needs.
+        from agent.trust.certs import TrustStore
+        from agent.trust.open import open_sealed
+        from agent.trust.replay import ReplayState
+
+        if self._trust is None:
+            self._trust = (
+                TrustStore.load(self.keys_dir) if self.keys_dir.is_dir() else TrustStore(())
+            )
+        if self._identities is None:
+            self._identities = self._load_identities(ctx)
+        state = ReplayState(self.replay) if self.replay is not None else None
+        return open_sealed(
+            fetched.bundle, fetched.signature, self.policy, self._trust, self._identities, state
+        )
+
+    def _load_identities(self, ctx: FetchContext) -> list[Identity]:
+        from agent.trust.age import load_identity_file
+
+        if self.key is None:
+            return []
+        if isinstance(self.key, Path):
+            return load_identity_file(self.key)
+        device = find_device(self.key.device, timeout=ctx.timeout)
+        point = ctx.work_dir / "key"
+        mount_partition(ctx.mounts, device, point)
+        try:
+            return load_identity_file(point / self.key.relative())
+        finally:
+            ctx.mounts.unmount(point)
