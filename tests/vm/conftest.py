@@ -7,16 +7,14 @@ whose init prints `OVL-TEST ...` lines (ovl_tools/vm/test-init.sh) that the test
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ovl_tools.vm.kernel import Kernel, fetch_kernel
+from ovl_tools.vm.markers import GuestReport
 from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine
 from ovl_tools.vm.rootimage import build_test_root
 
@@ -25,45 +23,6 @@ from agent.run import run
 OVL = Path(sys.executable).parent / "ovl"
 BOOT_TIMEOUT = 180.0  # seconds for one whole boot under TCG, with room for a busy 2-core host
 PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/release-note", "/etc/base-only")
-
-
-@dataclass
-class Outcome:
-    """What the guest's test init printed, parsed."""
-
-    console: str
-    files: dict[str, str] = field(default_factory=dict)
-    facts: dict[str, str] = field(default_factory=dict)
-    root_mount: str = ""
-    scratch: str = ""
-    report: dict[str, Any] | None = None
-    booted: bool = False
-
-    @classmethod
-    def parse(cls, console: str) -> Outcome:
-        outcome = cls(console=console)
-        for line in console.splitlines():
-            _, found, rest = line.partition("OVL-TEST ")
-            if not found:
-                continue
-            kind, _, value = rest.partition(" ")
-            if kind == "booted":
-                outcome.booted = True
-            elif kind == "file":
-                path, _, content = value.partition("=")
-                outcome.files[path] = content
-            elif kind == "facts":
-                outcome.facts = dict(item.split("=", 1) for item in value.split())
-            elif kind == "mounts":
-                outcome.root_mount = value
-            elif kind == "scratch":
-                outcome.scratch = value
-            elif kind == "report" and value != "none":
-                outcome.report = json.loads(value)
-        return outcome
-
-    def agent_lines(self) -> list[str]:
-        return [line for line in self.console.splitlines() if "ovl: " in line]
 
 
 @pytest.fixture(scope="session")
@@ -100,14 +59,15 @@ def test_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def closed_port() -> tuple[socket.socket, int]:
-    """A loopback port that refuses connections (bound, never listening) while the socket lives."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock, int(sock.getsockname()[1])
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening): a server that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
-BootVm = Callable[..., Outcome]
+BootVm = Callable[..., GuestReport]
 
 
 @pytest.fixture
@@ -121,7 +81,7 @@ def boot_vm(
     """
     guests: list[VirtualMachine] = []
 
-    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> Outcome:
+    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> GuestReport:
         vm = VirtualMachine(
             Boot(kernel=kernel.vmlinuz, initrd=initrd, cmdline=cmdline, http_port=http_port),
             machine or Machine(),
@@ -130,7 +90,7 @@ def boot_vm(
         )
         guests.append(vm)
         vm.wait_exit(BOOT_TIMEOUT)
-        return Outcome.parse(vm.text())
+        return GuestReport.parse(vm.text())
 
     yield boot
     for vm in guests:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from ovl_tools.vm.httpserve import StaticServer
 from ovl_tools.vm.kernel import Kernel, fetch_kernel, resolve_package
+from ovl_tools.vm.markers import GuestReport
 from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine, qemu_argv
 from ovl_tools.vm.rootimage import build_test_root
 
@@ -102,3 +103,32 @@ def test_kernel_boots_under_the_runner_and_its_console_is_captured(
         with pytest.raises(OvlError, match="without a line matching"):
             vm.wait_for("OVL-TEST booted", timeout=120)
     assert "Kernel panic" in vm.text()
+
+
+def test_guest_report_reads_the_init_lines_between_kernel_noise() -> None:
+    console = "\n".join(
+        [
+            "[    1.0] virtio_net virtio0 eth0: renamed",
+            "ovl: fetch: http://10.0.2.100/fleet.ovl ok 812 B 40 ms",
+            "OVL-TEST booted",
+            "OVL-TEST facts mac=52:54:00:0a:00:01 uuid=u-1 release=6.1.0-56-cloud-amd64",
+            "OVL-TEST mounts overlay overlay",
+            "OVL-TEST file /etc/hostname=alpha",
+            "OVL-TEST file /etc/role=<missing>",
+            "OVL-TEST scratch before=absent after=present",
+            'OVL-TEST report {"layers": ["10-52:54:00:0a:00:01"]}',
+            "OVL-TEST done",
+        ]
+    )
+    seen = GuestReport.parse(console)
+    assert seen.booted and seen.done
+    assert seen.facts == {
+        "mac": "52:54:00:0a:00:01",
+        "uuid": "u-1",
+        "release": "6.1.0-56-cloud-amd64",
+    }
+    assert seen.root_mount == "overlay overlay"
+    assert seen.files == {"/etc/hostname": "alpha", "/etc/role": "<missing>"}
+    assert seen.scratch == {"before": "absent", "after": "present"}
+    assert seen.report == {"layers": ["10-52:54:00:0a:00:01"]}
+    assert seen.agent_lines() == ["ovl: fetch: http://10.0.2.100/fleet.ovl ok 812 B 40 ms"]

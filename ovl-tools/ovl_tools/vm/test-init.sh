@@ -22,9 +22,12 @@ while read -r probe; do
     fi
 done < /etc/ovl-probe
 
-# A change made in this boot: a later boot must not see it unless the upper persists.
-if [ -e /var/ovl-test-scratch ]; then say "scratch present"; else say "scratch absent"; fi
+# A change made in this boot: a later boot sees it only when the upper persists.
+before=absent; after=absent
+[ -e /var/ovl-test-scratch ] && before=present
 echo "written by an earlier boot" > /var/ovl-test-scratch
+[ -e /var/ovl-test-scratch ] && after=present
+say "scratch before=$before after=$after"
 
 if [ -f /run/ovl/report.json ]; then
     say "report $(tr -d '\n' < /run/ovl/report.json)"

@@ -1,0 +1,159 @@
+"""Real boots: the Debian cloud kernel, ovl's initramfs and agent, a bundle from a loopback server.
+
+Every assertion reads what the booted system printed (OVL-TEST lines of the test root's init)
+or the agent's own console lines; nothing is inspected from the host side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ovl_tools.vm.disk import DiskFs, make_disk
+from ovl_tools.vm.httpserve import StaticServer
+from ovl_tools.vm.kernel import Kernel
+from ovl_tools.vm.markers import GuestReport
+from ovl_tools.vm.qemu import Machine
+
+from agent.run import run
+
+pytestmark = pytest.mark.vm
+
+ALPHA_MAC, ALPHA_UUID = "52:54:00:0a:00:01", "a1a1a1a1-0000-4000-8000-000000000001"
+BETA_MAC, BETA_UUID = "52:54:00:0a:00:02", "b2b2b2b2-0000-4000-8000-000000000002"
+FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5"
+ON_IMAGE = f"{FETCH} ovl.root=/dev/vda"
+MANIFEST = json.dumps({"name": "vm-test fleet", "serial": 1})
+
+PackBundle = Callable[[str, dict[str, str]], Path]
+BootVm = Callable[..., GuestReport]
+
+
+def fleet_tree() -> dict[str, str]:
+    """A base file for everyone, one layer per MAC, one per product UUID."""
+    return {
+        "ovl.json": MANIFEST,
+        "etc/motd": "fleet motd\n",
+        f"layers/10-{ALPHA_MAC}/etc/hostname": "alpha\n",
+        f"layers/10-{BETA_MAC}/etc/hostname": "beta\n",
+        # the same MAC without separators, and a DMI product UUID
+        f"layers/20-{ALPHA_MAC.replace(':', '')}/etc/role": "web\n",
+        f"layers/20-{BETA_UUID}/etc/role": "database\n",
+    }
+
+
+def alpha(*disks: Path) -> Machine:
+    return Machine(mac=ALPHA_MAC, product_uuid=ALPHA_UUID, disks=disks)
+
+
+def beta(*disks: Path) -> Machine:
+    return Machine(mac=BETA_MAC, product_uuid=BETA_UUID, disks=disks)
+
+
+def test_two_machines_booting_one_bundle_each_get_only_their_layers(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path
+) -> None:
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    with StaticServer(bundle.parent) as server:
+        first = boot_vm(ON_IMAGE, server.port, alpha(test_root))
+        second = boot_vm(ON_IMAGE, server.port, beta(test_root))
+    assert first.facts["mac"] == ALPHA_MAC and second.facts["mac"] == BETA_MAC
+    assert first.facts["uuid"] == ALPHA_UUID and second.facts["uuid"] == BETA_UUID
+    assert first.files == {
+        "/etc/hostname": "alpha",
+        "/etc/motd": "fleet motd",
+        "/etc/role": "web",
+        "/etc/release-note": "<missing>",
+        "/etc/base-only": "from the image",
+    }
+    assert second.files["/etc/hostname"] == "beta"
+    assert second.files["/etc/role"] == "database"
+    assert second.files["/etc/motd"] == "fleet motd"
+    assert first.root_mount.endswith(" overlay")
+    assert server.requests.count("GET /fleet.ovl 200") == 2
+
+
+def test_layer_named_by_a_dashed_kernel_release_applies_only_on_that_kernel(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, kernel: Kernel
+) -> None:
+    tree = {
+        "ovl.json": MANIFEST,
+        f"layers/30-{kernel.version}/etc/release-note": f"built for {kernel.version}\n",
+        "layers/40-5.10.0-99-cloud-amd64/etc/motd": "for another kernel\n",
+    }
+    bundle = pack_bundle("fleet.ovl", tree)
+    with StaticServer(bundle.parent) as server:
+        seen = boot_vm(ON_IMAGE, server.port, alpha(test_root))
+    assert seen.facts["release"] == kernel.version
+    assert seen.files["/etc/release-note"] == f"built for {kernel.version}"
+    assert seen.files["/etc/motd"] == "<missing>"
+
+
+def test_server_down_boots_the_last_known_good_bundle_from_the_cache_partition(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path, refusing_port: int
+) -> None:
+    cache = make_disk(tmp_path / "cache.img", fs=DiskFs.EXT4, label="ovlcache", size_mb=64)
+    cmdline = f"{ON_IMAGE} ovl.cache=part:LABEL=ovlcache:/cache"
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    with StaticServer(bundle.parent) as server:
+        online = boot_vm(cmdline, server.port, alpha(test_root, cache))
+    offline = boot_vm(cmdline, refusing_port, alpha(test_root, cache))
+    assert online.files["/etc/hostname"] == "alpha"
+    assert offline.files["/etc/hostname"] == "alpha"
+    assert offline.files["/etc/role"] == "web"
+    assert any("cache" in line for line in offline.agent_lines())
+
+
+def test_tampered_bundle_boots_the_bare_image_and_says_why(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path
+) -> None:
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    data = bytearray(bundle.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    bundle.write_bytes(bytes(data))
+    with StaticServer(bundle.parent) as server:
+        seen = boot_vm(ON_IMAGE, server.port, alpha(test_root))
+    assert seen.booted
+    assert seen.files["/etc/hostname"] == "base-image"
+    assert seen.files["/etc/motd"] == "<missing>"
+    assert any("fleet.ovl" in line for line in seen.agent_lines())
+
+
+def test_change_made_in_one_boot_is_gone_in_the_next_with_a_tmpfs_upper(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path
+) -> None:
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    with StaticServer(bundle.parent) as server:
+        first = boot_vm(ON_IMAGE, server.port, alpha(test_root))
+        second = boot_vm(ON_IMAGE, server.port, alpha(test_root))
+    assert first.scratch == {"before": "absent", "after": "present"}
+    assert second.scratch == {"before": "absent", "after": "present"}
+
+
+def test_btrfs_mode_boots_a_fresh_snapshot_of_the_pristine_subvolume(
+    boot_vm: BootVm,
+    pack_bundle: PackBundle,
+    test_root: Path,
+    tmp_path: Path,
+    mounts: Any,
+) -> None:
+    disk = make_disk(tmp_path / "btrfs.img", fs=DiskFs.BTRFS, label="ovlbtrfs", size_mb=256)
+    pristine = tmp_path / "mnt"
+    mounts.mount(disk, pristine, "-o", "loop")
+    run(["btrfs", "subvolume", "create", pristine / "@root"])
+    run(["unsquashfs", "-f", "-d", pristine / "@root", test_root])
+    run(["umount", pristine])
+    cmdline = f"{FETCH} ovl.mode=btrfs ovl.btrfs=part:LABEL=ovlbtrfs:/@root"
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    with StaticServer(bundle.parent) as server:
+        first = boot_vm(cmdline, server.port, alpha(disk))
+        second = boot_vm(cmdline, server.port, alpha(disk))
+    assert first.root_mount.endswith(" btrfs")
+    assert first.files["/etc/hostname"] == "alpha"
+    assert first.files["/etc/base-only"] == "from the image"
+    assert first.scratch == {"before": "absent", "after": "present"}
+    assert second.scratch == {"before": "absent", "after": "present"}
