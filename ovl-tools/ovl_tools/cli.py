@@ -19,6 +19,7 @@ from agent.errors import OvlError
 COMMAND_MODULES: tuple[str, ...] = (
     # one name per ovl_tools/commands/<name>.py, added when the module lands
     "pack",
+    "server",
 )
 
 

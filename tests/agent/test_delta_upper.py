@@ -1,4 +1,4 @@
-"""Delta packing against a real overlayfs: the packed upper, stacked again, equals the merged view."""
+"""Delta packing on a real overlayfs: the packed upper, stacked again, equals the merged view."""
 
 from __future__ import annotations
 

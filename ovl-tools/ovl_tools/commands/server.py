@@ -1,0 +1,161 @@
+"""`ovl server`: serve bundles and receive deltas; bake, history, rollback, cherry-pick."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.errors import BadInput
+from agent.facts import normalize_mac
+from agent.trust.minisign import parse_public_key
+from ovl_tools.server import bake, history
+from ovl_tools.server.store import Machine, Store, Version, check_name
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("server", help="serve bundles, receive and bake node deltas")
+    parser.add_argument("--root", type=Path, required=True, help="server directory (SERVER.md)")
+    sub = parser.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+
+    serve = sub.add_parser("serve", help="serve published bundles and accept deltas over HTTP")
+    serve.add_argument("--listen", default="127.0.0.1:8470", help="HOST:PORT (default %(default)s)")
+    serve.add_argument("--threads", type=int, default=16, help="worker threads")
+    serve.add_argument("--max-delta", type=int, default=1 << 30, help="largest delta in bytes")
+    serve.set_defaults(func=_serve)
+
+    imp = sub.add_parser("import", help="publish an admin-made bundle as a profile's next version")
+    imp.add_argument("profile")
+    imp.add_argument("bundle", type=Path)
+    imp.add_argument("--signature", type=Path, help="its .minisig (default: beside the bundle)")
+    imp.set_defaults(func=_import)
+
+    machine = sub.add_parser("add-machine", help="register a machine and its node public key")
+    machine.add_argument("machine_id")
+    machine.add_argument("--profile", required=True)
+    machine.add_argument("--mac", required=True)
+    machine.add_argument("--key", type=Path, required=True, help="node minisign public key file")
+    machine.set_defaults(func=_add_machine)
+
+    bake_parser = sub.add_parser("bake", help="bake pending deltas into new versions")
+    bake_parser.add_argument("--profile", help="only this profile (default: all)")
+    bake_parser.add_argument("--layer-order", type=int, default=bake.DEFAULT_LAYER_ORDER)
+    bake_parser.set_defaults(func=_bake)
+
+    watch = sub.add_parser("watch", help="bake whenever new deltas land")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    watch.set_defaults(func=_watch)
+
+    hist = sub.add_parser("history", help="list published versions")
+    hist.add_argument("--profile", help="only this profile")
+    hist.add_argument("--json", action="store_true", help="machine-readable output")
+    hist.set_defaults(func=_history)
+
+    back = sub.add_parser("rollback", help="republish an old version as the newest")
+    back.add_argument("version", type=int)
+    back.add_argument("--profile", required=True)
+    back.set_defaults(func=_rollback)
+
+    pick = sub.add_parser("cherry-pick", help="merge one delta into a profile's base layer")
+    pick.add_argument("delta", help="<machine>/<sha256> or a unique sha256 prefix")
+    pick.add_argument("--to", dest="profile", required=True, metavar="PROFILE")
+    pick.set_defaults(func=_cherry_pick)
+
+
+def _announce(version: Version) -> None:
+    print(
+        f"{version.profile}: published version {version.number} (serial {version.meta['serial']})"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import waitress
+
+    from ovl_tools.server.app import ServerApp
+
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BadInput(f"--listen {args.listen!r}: expected HOST:PORT")
+    store = Store(args.root)
+    store.tmp.mkdir(parents=True, exist_ok=True)
+    print(f"ovl server: serving {args.root} on http://{host}:{port}/", file=sys.stderr, flush=True)
+    waitress.serve(
+        ServerApp(store, max_delta=args.max_delta),
+        host=host,
+        port=int(port),
+        threads=args.threads,
+        ident="ovl",
+        _quiet=True,
+    )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    check_name("profile", args.profile)
+    signature = args.signature
+    beside = args.bundle.with_name(args.bundle.name + ".minisig")
+    if signature is None and beside.is_file():
+        signature = beside
+    _announce(history.import_bundle(Store(args.root), args.profile, args.bundle, signature))
+    return 0
+
+
+def _add_machine(args: argparse.Namespace) -> int:
+    text = args.key.read_text()
+    parse_public_key(text, str(args.key))
+    check_name("machine", args.machine_id)
+    machine = Machine(
+        args.machine_id, check_name("profile", args.profile), normalize_mac(args.mac), text
+    )
+    Store(args.root).add_machine(machine)
+    return 0
+
+
+def _bake(args: argparse.Namespace) -> int:
+    store = Store(args.root)
+    profiles = [check_name("profile", args.profile)] if args.profile else store.profiles()
+    for profile in profiles:
+        version = bake.bake(store, profile, None, args.layer_order)
+        if version is None:
+            print(f"{profile}: nothing to bake")
+        else:
+            _announce(version)
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    bake.watch(Store(args.root), None, args.interval, _announce)
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    store = Store(args.root)
+    profiles = [check_name("profile", args.profile)] if args.profile else store.profiles()
+    if args.json:
+        data = {
+            profile: {
+                "current": getattr(store.current(profile), "number", None),
+                "versions": [v.meta for v in store.versions(profile)],
+            }
+            for profile in profiles
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    for profile in profiles:
+        print(f"{profile}:")
+        current = store.current(profile)
+        for version in store.versions(profile):
+            print(history.describe(version, current))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    _announce(history.rollback(Store(args.root), args.profile, args.version, None))
+    return 0
+
+
+def _cherry_pick(args: argparse.Namespace) -> int:
+    _announce(history.cherry_pick(Store(args.root), args.delta, args.profile, None))
+    return 0

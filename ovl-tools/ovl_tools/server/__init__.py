@@ -1,0 +1,1 @@
+"""The netinst server: serves published bundles, receives node deltas, bakes new versions."""

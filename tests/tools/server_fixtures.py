@@ -1,0 +1,131 @@
+"""Helpers for the server tests: stock-minisign keys, tiny bundles, a real `ovl server serve`."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+import zstandard
+
+from agent.delta.pack import write_delta
+from agent.delta.rules import Rules
+from agent.delta.ship import Signer
+from agent.delta.spool import Spool
+from agent.delta.upper import walk_upper
+
+OVL = [sys.executable, "-c", "import sys; from ovl_tools.cli import main; sys.exit(main())"]
+
+
+def keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A minisign key pair made by the stock tool (no password)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pub, sec = directory / f"{name}.pub", directory / f"{name}.key"
+    subprocess.run(
+        ["minisign", "-G", "-W", "-f", "-p", pub, "-s", sec], check=True, capture_output=True
+    )
+    return pub, sec
+
+
+def stock_signer(secret: Path) -> Signer:
+    """A Signer backed by the stock minisign CLI (an independent producer of signatures)."""
+
+    def sign(path: Path, comment: str) -> str:
+        sig = path.with_name(path.name + ".sig-tmp")
+        subprocess.run(
+            ["minisign", "-S", "-s", secret, "-m", path, "-t", comment, "-x", sig],
+            check=True,
+            capture_output=True,
+        )
+        text = sig.read_text()
+        sig.unlink()
+        return text
+
+    return sign
+
+
+def make_bundle(path: Path, files: dict[str, bytes], serial: int = 1, name: str = "fleet") -> Path:
+    """A zstd-compressed pax tar bundle holding ovl.json and `files` (in the base)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        entries = {"ovl.json": json.dumps({"name": name, "serial": serial}).encode(), **files}
+        for member, data in entries.items():
+            info = tarfile.TarInfo(member)
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    return path
+
+
+def read_bundle_files(path: Path) -> dict[str, bytes | str]:
+    """Member name -> content (regular files) or a type tag, from a published bundle."""
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
+    found: dict[str, bytes | str] = {}
+    with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                handle = tar.extractfile(member)
+                found[member.name] = handle.read() if handle else b""
+            else:
+                found[member.name] = "dir" if member.isdir() else "link:" + member.linkname
+    return found
+
+
+def spool_tree(spool: Spool, tree: dict[str, bytes], upper: Path) -> None:
+    """Spool a delta of an upper dir holding `tree`."""
+    for rel, data in tree.items():
+        (upper / rel).parent.mkdir(parents=True, exist_ok=True)
+        (upper / rel).write_bytes(data)
+    with spool.locked():
+        spool.add(lambda out: write_delta(walk_upper(upper, Rules().wanted), out))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_server(root: Path, *extra: str) -> Iterator[str]:
+    """`ovl server serve` on an ephemeral loopback port; stopped at exit."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*OVL, "server", "--root", str(root), "serve", "--listen", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(url + "/", timeout=1)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"server did not start: {err}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def ovl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*OVL, *args], capture_output=True, text=True, check=False)
