@@ -1,0 +1,1 @@
+"""The bundle engine: decode, validate and apply ovl bundles (spec: docs/FORMAT.md)."""

@@ -1,0 +1,224 @@
+"""Bundle encodings: armour and compression, detected by their first bytes, decoded streaming."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from enum import Enum
+from typing import BinaryIO, Protocol, cast
+
+from agent.bundle.armour import Base64Reader, looks_armoured
+from agent.errors import BadInput
+
+_HEAD = 512
+_CHUNK = 1 << 16
+
+
+class Compression(Enum):
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    ZLIB = "zlib"
+    XZ = "xz"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    compression: Compression
+    armoured: bool
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _compression_of(head: bytes) -> Compression | None:
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return Compression.ZSTD
+    if head.startswith(b"\x1f\x8b"):
+        return Compression.GZIP
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return Compression.XZ
+    # RFC 1950 header: deflate method, and the two bytes are a multiple of 31.
+    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+        return Compression.ZLIB
+    if head[257:262] == b"ustar":
+        return Compression.NONE
+    return None
+
+
+def _read_head(raw: _Readable) -> bytes:
+    head = b""
+    while len(head) < _HEAD:
+        chunk = raw.read(_HEAD - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _sniff(head: bytes) -> Compression | None:
+    """The compression of `head`, None when it is armour; BadInput when it is neither."""
+    if not head:
+        raise BadInput("bundle: empty input")
+    found = _compression_of(head)
+    if found is None and not looks_armoured(head):
+        raise BadInput(
+            f"bundle: unknown encoding (first bytes {head[:8].hex()}); "
+            "expected tar, zstd, gzip, zlib, xz or base64 armour"
+        )
+    return found
+
+
+def detect(raw: BinaryIO) -> Encoding:
+    """The encoding of a seekable bundle; the read position is restored."""
+    start = raw.tell()
+    try:
+        compression = _sniff(_read_head(raw))
+        if compression is not None:
+            return Encoding(compression, armoured=False)
+        raw.seek(start)
+        inner = _sniff(_read_head(Base64Reader(raw)))
+        if inner is None:
+            raise BadInput("bundle: armour inside armour")
+        return Encoding(inner, armoured=True)
+    finally:
+        raw.seek(start)
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` followed by the rest of `rest`: sniffing without needing a seekable source."""
+
+    def __init__(self, head: bytes, rest: _Readable) -> None:
+        super().__init__()
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _ZlibReader(io.RawIOBase):
+    """A raw RFC 1950 stream, decompressed in bounded pieces; truncation is an error."""
+
+    def __init__(self, source: _Readable) -> None:
+        super().__init__()
+        self._source = source
+        self._inflate = zlib.decompressobj()
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        while not self._inflate.eof:
+            if not self._pending:
+                self._pending = self._source.read(_CHUNK)
+                if not self._pending:
+                    raise EOFError("zlib stream ended before its end marker")
+            out = self._inflate.decompress(self._pending, len(buffer))
+            self._pending = self._inflate.unconsumed_tail
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+        return 0
+
+
+def _decompressor(compression: Compression, source: _Readable) -> _Readable:
+    if compression is Compression.ZSTD:
+        import zstandard
+
+        reader: _Readable = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, source), read_across_frames=True
+        )
+        return reader
+    if compression is Compression.GZIP:
+        import gzip
+
+        return gzip.GzipFile(fileobj=cast(BinaryIO, source), mode="rb")
+    if compression is Compression.XZ:
+        import lzma
+
+        return lzma.LZMAFile(cast(BinaryIO, source), mode="rb")
+    if compression is Compression.ZLIB:
+        return _ZlibReader(source)
+    return source
+
+
+def _corruption_errors(compression: Compression) -> tuple[type[Exception], ...]:
+    """What the decompressor raises on corrupt input (truncation raises EOFError)."""
+    if compression is Compression.ZSTD:
+        import zstandard
+
+        return (zstandard.ZstdError,)
+    if compression is Compression.GZIP:
+        import gzip
+
+        return (gzip.BadGzipFile, zlib.error)
+    if compression is Compression.XZ:
+        import lzma
+
+        return (lzma.LZMAError,)
+    return (zlib.error,)
+
+
+class DecodedStream(io.RawIOBase):
+    """The plain tar stream of a bundle, with its encoding; corrupt or oversized input raises
+    BadInput naming the cause."""
+
+    def __init__(self, raw: _Readable, max_bytes: int | None) -> None:
+        super().__init__()
+        head = _read_head(raw)
+        compression = _sniff(head)
+        source: _Readable = _Prefixed(head, raw)
+        armoured = compression is None
+        if compression is None:
+            armour = Base64Reader(source)  # type: ignore[arg-type]
+            head = _read_head(armour)
+            compression = _sniff(head)
+            if compression is None:
+                raise BadInput("bundle: armour inside armour")
+            source = _Prefixed(head, armour)
+        self.encoding = Encoding(compression, armoured)
+        self._stream = _decompressor(compression, source)
+        self._corruption = _corruption_errors(compression)
+        self._max_bytes = max_bytes
+        self.decoded_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        what = self.encoding.compression.value
+        try:
+            data = self._stream.read(len(buffer))
+        except EOFError as exc:
+            raise BadInput(f"bundle: truncated {what} stream ({exc})") from None
+        except self._corruption as exc:
+            raise BadInput(f"bundle: corrupt {what} stream ({exc})") from None
+        self.decoded_bytes += len(data)
+        if self._max_bytes is not None and self.decoded_bytes > self._max_bytes:
+            raise BadInput(
+                f"bundle: more than {self._max_bytes} bytes once decompressed (limit reached)"
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def open_decoded(raw: BinaryIO, *, max_bytes: int | None = None) -> DecodedStream:
+    """Stream the plain tar inside `raw`, whatever its armour and compression.
+
+    `max_bytes` caps the decompressed size (decompression bombs stop there).
+    """
+    return DecodedStream(raw, max_bytes)

@@ -1,0 +1,325 @@
+"""One validating pass over a bundle's tar stream: entries sorted into layers, hostile ones
+refused with one line naming the entry and the reason. Nothing is written here."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, BinaryIO
+
+from agent.bundle.codec import DecodedStream, Encoding, open_decoded
+from agent.bundle.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from agent.bundle.paths import Parts, member_parts, show, symlink_climbs_out
+from agent.errors import BadInput
+from agent.favors import LayerName, parse_layer_name
+
+LAYERS_DIR = "layers"
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+# Written by ovl itself in split mode; a bundle must not smuggle overlayfs metadata in.
+_RESERVED_XATTRS = ("trusted.overlay.", "user.overlay.")
+_MAX_HEADER_BYTES = 1 << 20
+_TAR_BUFFER = 1 << 18
+_COPY_CHUNK = 1 << 20
+
+
+class Kind(Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    CHAR = "char"
+    BLOCK = "block"
+    FIFO = "fifo"
+    WHITEOUT = "whiteout"  # `.wh.<name>`: path is the hidden name
+    OPAQUE = "opaque"  # `.wh..wh..opq`: path is the directory made opaque
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one bundle may hold; defaults suit a root-filesystem overlay."""
+
+    max_entry_bytes: int = 1 << 30
+    max_total_bytes: int = 4 << 30  # the decompressed tar stream, headers included
+    max_entries: int = 1_000_000
+    allow_devices: bool = False
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A validated entry. `layer` None is the base; `path` is relative to the layer's root
+    (empty for the layer folder itself); `link` is a hardlink's target in the same layer."""
+
+    layer: LayerName | None
+    path: Parts
+    kind: Kind
+    info: tarfile.TarInfo
+    link: Parts = ()
+
+    @property
+    def layer_dirname(self) -> str:
+        return "base" if self.layer is None else self.layer.dirname
+
+    def xattrs(self) -> dict[str, bytes]:
+        return {
+            key[len(XATTR_PAX_PREFIX) :]: value.encode("utf-8", "surrogateescape")
+            for key, value in self.info.pax_headers.items()
+            if key.startswith(XATTR_PAX_PREFIX)
+        }
+
+    def mtime_ns(self) -> int:
+        """The exact modification time: pax `mtime` is a decimal with up to 9 fraction digits."""
+        text = self.info.pax_headers.get("mtime")
+        if text is None:
+            return int(self.info.mtime) * 1_000_000_000
+        whole, _, fraction = text.partition(".")
+        sign = -1 if whole.startswith("-") else 1
+        nanos = int((fraction + "000000000")[:9]) if fraction else 0
+        return int(whole) * 1_000_000_000 + sign * nanos
+
+
+class _HeaderProblem(Exception):
+    """Raised from inside tarfile, which would otherwise end the archive silently."""
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile treats a missing end-of-archive marker or a corrupt header as the end of the
+    archive; a truncated bundle must not pass for a shorter one."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Any:
+        if not buf:
+            raise _HeaderProblem("truncated (no end-of-archive marker)")
+        if len(buf) != tarfile.BLOCKSIZE:
+            raise _HeaderProblem("truncated inside a header")
+        if buf.count(0) == tarfile.BLOCKSIZE:
+            return super().frombuf(buf, encoding, errors)  # the end-of-archive marker
+        try:
+            info = super().frombuf(buf, encoding, errors)
+        except tarfile.HeaderError as exc:
+            raise _HeaderProblem(f"corrupt header ({exc})") from None
+        extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME)
+        if info.type in (*extended, tarfile.GNUTYPE_LONGLINK) and info.size > _MAX_HEADER_BYTES:
+            raise _HeaderProblem(f"extended header of {info.size} bytes (limit 1 MiB)")
+        return info
+
+
+@dataclass
+class _LayerPaths:
+    """Kinds of the paths one layer declared, to refuse paths through symlinks or files."""
+
+    kinds: dict[Parts, Kind] = field(default_factory=dict)
+    parents: set[Parts] = field(default_factory=set)
+
+    def declare(self, entry: Entry, name: str) -> None:
+        path = entry.path
+        for depth in range(1, len(path)):
+            parent = path[:depth]
+            kind = self.kinds.get(parent)
+            if kind is Kind.SYMLINK:
+                raise BadInput(f"bundle entry {name!r}: path passes through symlink {show(parent)}")
+            if kind not in (None, Kind.DIR):
+                raise BadInput(f"bundle entry {name!r}: {show(parent)} is not a directory")
+        own = Kind.DIR if entry.kind is Kind.OPAQUE else entry.kind
+        if path and own is not Kind.DIR and path in self.parents:
+            raise BadInput(f"bundle entry {name!r}: a {own.value} with entries below it")
+        known = self.kinds.get(path)
+        if known is not None and known is not own:
+            raise BadInput(f"bundle entry {name!r}: declared both as {known.value} and {own.value}")
+        self.kinds[path] = own
+        self.parents.update(
+            path[:depth] for depth in range(1, len(path) + 1 if own is Kind.DIR else len(path))
+        )
+
+
+class BundleReader:
+    """Reads a bundle once, in stream order. Use `entries()`, and read an entry's data with
+    `copy_data()` before asking for the next entry."""
+
+    def __init__(self, source: BinaryIO, limits: Limits) -> None:
+        self._decoded: DecodedStream = open_decoded(source, max_bytes=limits.max_total_bytes)
+        self.encoding: Encoding = self._decoded.encoding
+        self.manifest: Manifest | None = None
+        self._limits = limits
+        self._layer_names: dict[str, LayerName] = {}
+        self._paths: dict[str, _LayerPaths] = {}
+        self._tar: tarfile.TarFile | None = None
+        self._last = "(start of the archive)"
+        self._count = 0
+
+    def entries(self) -> Iterator[Entry]:
+        try:
+            with tarfile.open(
+                fileobj=self._decoded,
+                mode="r|",
+                tarinfo=_StrictTarInfo,
+                bufsize=_TAR_BUFFER,
+                errors="surrogateescape",
+            ) as tar:
+                self._tar = tar
+                while (info := tar.next()) is not None:
+                    tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
+                    entry = self._classify(info)
+                    self._last = info.name
+                    if entry is not None:
+                        yield entry
+        except (_HeaderProblem, tarfile.TarError) as exc:
+            raise BadInput(f"bundle: {exc} after entry {self._last!r}") from None
+        finally:
+            self._tar = None
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of tar stream decoded so far."""
+        return self._decoded.decoded_bytes
+
+    def copy_data(self, entry: Entry, fd: int) -> int:
+        """Write a regular file's data to `fd`; returns the byte count."""
+        stream = self._data(entry)
+        written = 0
+        while chunk := self._read(stream, _COPY_CHUNK):
+            written += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        return written
+
+    def _data(self, entry: Entry) -> Any:
+        assert self._tar is not None, "copy_data() outside entries()"
+        return self._tar.extractfile(entry.info)
+
+    def _read(self, stream: Any, size: int) -> bytes:
+        try:
+            data: bytes = stream.read(size)
+        except tarfile.TarError as exc:
+            raise BadInput(f"bundle entry {self._last!r}: {exc}") from None
+        return data
+
+    def _classify(self, info: tarfile.TarInfo) -> Entry | None:
+        name = info.name
+        self._count += 1
+        if self._count > self._limits.max_entries:
+            raise BadInput(f"bundle entry {name!r}: more than {self._limits.max_entries} entries")
+        if info.issparse():
+            raise BadInput(f"bundle entry {name!r}: sparse files are not supported")
+        parts = member_parts(name)
+        layer: LayerName | None = None
+        if parts[:1] == (LAYERS_DIR,):
+            if len(parts) == 1:
+                return self._folder(info, None)
+            layer = self._layer(parts[1], name)
+            parts = parts[2:]
+            if not parts:
+                return self._folder(info, layer)
+        elif not parts:
+            return self._folder(info, None)
+        elif parts == (MANIFEST_NAME,):
+            self._read_manifest(info)
+            return None
+        entry = self._entry(info, layer, parts)
+        key = "" if layer is None else layer.dirname
+        self._paths.setdefault(key, _LayerPaths()).declare(entry, name)
+        return entry
+
+    def _folder(self, info: tarfile.TarInfo, layer: LayerName | None) -> Entry | None:
+        if not info.isdir():
+            raise BadInput(f"bundle entry {info.name!r}: must be a directory")
+        return None if layer is None else Entry(layer, (), Kind.DIR, info)
+
+    def _layer(self, dirname: str, name: str) -> LayerName:
+        layer = self._layer_names.get(dirname)
+        if layer is None:
+            try:
+                layer = parse_layer_name(dirname)
+            except BadInput as exc:
+                raise BadInput(f"bundle entry {name!r}: {exc}") from None
+            self._layer_names[dirname] = layer
+        return layer
+
+    def _read_manifest(self, info: tarfile.TarInfo) -> None:
+        if not info.isreg():
+            raise BadInput(f"bundle entry {info.name!r}: the manifest must be a regular file")
+        if self.manifest is not None:
+            raise BadInput(f"bundle entry {info.name!r}: a second manifest")
+        if info.size > 64 * 1024:
+            raise BadInput(f"bundle entry {info.name!r}: manifest larger than 64 KiB")
+        self.manifest = parse_manifest(self._read(self._data_of(info), info.size), info.name)
+
+    def _data_of(self, info: tarfile.TarInfo) -> Any:
+        assert self._tar is not None
+        return self._tar.extractfile(info)
+
+    def _entry(self, info: tarfile.TarInfo, layer: LayerName | None, parts: Parts) -> Entry:
+        name = info.name
+        for key in info.pax_headers:
+            if key.startswith(XATTR_PAX_PREFIX) and key[len(XATTR_PAX_PREFIX) :].startswith(
+                _RESERVED_XATTRS
+            ):
+                raise BadInput(f"bundle entry {name!r}: reserved xattr {key[13:]}")
+        leaf = parts[-1]
+        if leaf.startswith(WHITEOUT_PREFIX):
+            return Entry(layer, *self._whiteout(info, parts))
+        if info.isdir():
+            return Entry(layer, parts, Kind.DIR, info)
+        if info.isreg():
+            if info.size > self._limits.max_entry_bytes:
+                raise BadInput(
+                    f"bundle entry {name!r}: {info.size} bytes, over the per-entry limit "
+                    f"of {self._limits.max_entry_bytes}"
+                )
+            return Entry(layer, parts, Kind.FILE, info)
+        if info.issym():
+            if symlink_climbs_out(parts, info.linkname):
+                raise BadInput(
+                    f"bundle entry {name!r}: symlink to {info.linkname!r} leads outside the root"
+                )
+            return Entry(layer, parts, Kind.SYMLINK, info)
+        if info.islnk():
+            return Entry(layer, parts, Kind.HARDLINK, info, self._hardlink_target(info, layer))
+        kind = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK}.get(info.type)
+        if info.isfifo():
+            kind = Kind.FIFO
+        if kind is None:
+            raise BadInput(f"bundle entry {name!r}: unsupported entry type {info.type!r}")
+        if not self._limits.allow_devices:
+            raise BadInput(f"bundle entry {name!r}: {kind.value} device nodes are not allowed")
+        return Entry(layer, parts, kind, info)
+
+    def _whiteout(self, info: tarfile.TarInfo, parts: Parts) -> tuple[Parts, Kind, tarfile.TarInfo]:
+        leaf = parts[-1]
+        if not info.isreg():
+            raise BadInput(f"bundle entry {info.name!r}: a whiteout must be a regular file")
+        if leaf == OPAQUE_MARKER:
+            return parts[:-1], Kind.OPAQUE, info
+        hidden = leaf[len(WHITEOUT_PREFIX) :]
+        if hidden.startswith(WHITEOUT_PREFIX) or hidden in ("", ".", ".."):
+            raise BadInput(f"bundle entry {info.name!r}: reserved whiteout name {leaf!r}")
+        return (*parts[:-1], hidden), Kind.WHITEOUT, info
+
+    def _hardlink_target(self, info: tarfile.TarInfo, layer: LayerName | None) -> Parts:
+        target = member_parts(info.linkname)
+        if layer is not None:
+            if target[:2] != (LAYERS_DIR, layer.dirname):
+                raise BadInput(
+                    f"bundle entry {info.name!r}: hardlink to {info.linkname!r} outside its layer"
+                )
+            target = target[2:]
+        elif target[:1] == (LAYERS_DIR,):
+            raise BadInput(
+                f"bundle entry {info.name!r}: hardlink to {info.linkname!r} outside its layer"
+            )
+        paths = self._paths.get("" if layer is None else layer.dirname)
+        known = paths.kinds.get(target) if paths else None
+        if known not in (Kind.FILE, Kind.HARDLINK):
+            raise BadInput(
+                f"bundle entry {info.name!r}: hardlink to {info.linkname!r}, "
+                "which is not an earlier regular file of the same layer"
+            )
+        return target

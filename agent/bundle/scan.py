@@ -1,0 +1,68 @@
+"""scan_bundle: what a bundle holds, validated, without writing anything (inspect, lint, plan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from agent.bundle.codec import Encoding
+from agent.bundle.manifest import Manifest
+from agent.bundle.paths import show
+from agent.bundle.reader import DEFAULT_LIMITS, BundleReader, Kind, Limits
+from agent.favors import LayerName, apply_order
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    path: str  # relative to the layer's root
+    kind: Kind
+    size: int  # content bytes of regular files, 0 otherwise
+    link: str = ""  # symlink target, or hardlink target relative to the layer's root
+
+
+@dataclass
+class LayerInfo:
+    name: str  # "base" or the layer's folder name
+    layer: LayerName | None  # None for the base
+    entries: list[EntryInfo] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(entry.size for entry in self.entries)
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    encoding: Encoding
+    manifest: Manifest | None
+    layers: list[LayerInfo]  # base first, then every layer in apply order
+    decoded_bytes: int  # size of the tar stream once decompressed
+
+    @property
+    def armoured(self) -> bool:
+        return self.encoding.armoured
+
+
+def scan_bundle(source: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> BundleInfo:
+    """Read the whole bundle once, with the same checks as apply_bundle; BadInput on the first
+    problem."""
+    reader = BundleReader(source, limits)
+    base = LayerInfo("base", None)
+    layers: dict[str, LayerInfo] = {"base": base}
+    for entry in reader.entries():
+        name = entry.layer_dirname
+        info = layers.get(name)
+        if info is None:
+            info = layers[name] = LayerInfo(name, entry.layer)
+        if not entry.path and entry.kind is Kind.DIR:
+            continue  # the layer's own folder
+        link = show(entry.link) if entry.kind is Kind.HARDLINK else entry.info.linkname
+        size = entry.info.size if entry.kind is Kind.FILE else 0
+        info.entries.append(EntryInfo(show(entry.path), entry.kind, size, link))
+    named = sorted(
+        ((info.layer, info) for info in layers.values() if info.layer is not None),
+        key=lambda item: apply_order(item[0]),
+    )
+    return BundleInfo(
+        reader.encoding, reader.manifest, [base, *(info for _, info in named)], reader.decoded_bytes
+    )
