@@ -130,6 +130,13 @@ def decrypt_age(src: Path, dst: Path, identities: list[Identity], where: str) ->
             raise OvlError(
                 f"{where}: age decryption failed, truncated or tampered ({exc})"
             ) from exc
+        except OSError as exc:
+            # pyrage reports a payload chunk that fails authentication as OSError too.
+            if "decryption error" not in str(exc):
+                raise OvlError(f"{where}: decrypting to {dst}: {exc}") from exc
+            raise OvlError(
+                f"{where}: age decryption failed, truncated or tampered ({exc})"
+            ) from exc
 
 
 def _decrypt_scrypt(src: Path, dst: Path, passphrases: list[Passphrase], where: str) -> None:
