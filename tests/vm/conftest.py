@@ -22,6 +22,8 @@ from agent.run import run
 
 OVL = Path(sys.executable).parent / "ovl"
 BOOT_TIMEOUT = 180.0  # seconds for one whole boot under TCG, with room for a busy 2-core host
+# What initramfs/init prints when it drops to an emergency or ovl.break shell.
+SHELL_OFFERED = "ovl-init: type 'exit' to continue the boot"
 PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/release-note", "/etc/base-only")
 
 
@@ -89,7 +91,9 @@ def boot_vm(
             lifetime=BOOT_TIMEOUT,
         )
         guests.append(vm)
-        vm.wait_exit(BOOT_TIMEOUT)
+        for line in vm.lines(BOOT_TIMEOUT):
+            if SHELL_OFFERED in line:  # the shim gave up and waits on the console: fail now
+                vm.kill()
         return GuestReport.parse(vm.text())
 
     yield boot

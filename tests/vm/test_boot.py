@@ -24,7 +24,8 @@ pytestmark = pytest.mark.vm
 
 ALPHA_MAC, ALPHA_UUID = "52:54:00:0a:00:01", "a1a1a1a1-0000-4000-8000-000000000001"
 BETA_MAC, BETA_UUID = "52:54:00:0a:00:02", "b2b2b2b2-0000-4000-8000-000000000002"
-FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5"
+# Unsigned bundles: trust has its own scenario; the default ovl.require=signed would refuse them.
+FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5 ovl.require=none"
 ON_IMAGE = f"{FETCH} ovl.root=/dev/vda"
 MANIFEST = json.dumps({"name": "vm-test fleet", "serial": 1})
 
