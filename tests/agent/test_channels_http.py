@@ -1,0 +1,156 @@
+"""http(s) and gist channels against a real HTTP server (and proxy) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.channels.base import FetchContext
+from agent.channels.gist import GistChannel
+from agent.channels.http import HttpChannel
+from agent.console import Console
+from agent.errors import OvlError
+from agent.mounts import MountStack
+from tests.agent.bootkit import ForwardingProxy, LoopbackServer, free_port
+
+BODY = bytes(range(256)) * 4096  # 1 MiB
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as srv:
+        yield srv
+
+
+def _ctx(tmp_path: Path, timeout: float = 5.0, **kw: object) -> FetchContext:
+    return FetchContext(
+        work_dir=tmp_path / "mnt",
+        timeout=timeout,
+        console=Console(stream=io.StringIO()),
+        mounts=MountStack(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_unsigned_bundle_downloads_whole_and_no_signature(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    url = server.serve("/fleet.ovl", BODY)
+    fetched = HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert (tmp_path / "b.ovl").read_bytes() == BODY
+    assert fetched.signature is None and fetched.size == len(BODY)
+    assert [p for p, _ in server.log.seen] == ["/fleet.ovl", "/fleet.ovl.minisig"]
+    assert _files(tmp_path) == ["b.ovl"]
+
+
+def test_signature_beside_the_bundle_is_fetched(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.serve("/fleet.ovl", BODY)
+    server.serve("/fleet.ovl.minisig", b"untrusted comment: sig\n")
+    fetched = HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert fetched.signature == tmp_path / "b.ovl.minisig"
+    assert fetched.signature.read_bytes() == b"untrusted comment: sig\n"
+
+
+def test_stale_signature_from_an_earlier_fetch_is_removed(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    (tmp_path / "b.ovl.minisig").write_text("old")
+    url = server.serve("/fleet.ovl", BODY)
+    assert HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path)).signature is None
+    assert _files(tmp_path) == ["b.ovl"]
+
+
+def test_server_error_is_retried_then_reported(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.serve("/fleet.ovl", BODY, status=500)
+    ctx = _ctx(tmp_path)
+    with pytest.raises(OvlError, match=r"^HTTP 500$"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", ctx)
+    assert len(server.log.seen) == 3
+    assert sum("failed: HTTP 500; retry" in line for line in ctx.console.lines) == 2
+    assert _files(tmp_path) == []
+
+
+def test_a_transient_error_recovers_on_retry(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.serve("/fleet.ovl", BODY, fail_first=1)
+    HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert (tmp_path / "b.ovl").read_bytes() == BODY
+
+
+def test_not_found_is_final_without_retry(server: LoopbackServer, tmp_path: Path) -> None:
+    with pytest.raises(OvlError, match=r"^HTTP 404$"):
+        HttpChannel(server.base + "/missing.ovl").fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert len(server.log.seen) == 1
+
+
+def test_server_down_is_a_connection_failure(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/fleet.ovl"
+    with pytest.raises(OvlError, match=r"^connection failed$"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path, timeout=2))
+
+
+def test_slow_server_times_out_within_the_channel_timeout(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    url = server.serve("/fleet.ovl", BODY, delay=3)
+    start = time.monotonic()
+    with pytest.raises(OvlError, match="read timed out"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path, timeout=0.5))
+    assert time.monotonic() - start < 2.5
+    assert _files(tmp_path) == []
+
+
+def test_connection_closed_mid_body_is_truncated(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.serve("/fleet.ovl", BODY, truncate_to=1000)
+    with pytest.raises(OvlError, match=r"^truncated"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert _files(tmp_path) == []
+
+
+def test_announced_length_longer_than_the_body_is_truncated(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    url = server.serve("/fleet.ovl", BODY, length=len(BODY) + 10)
+    with pytest.raises(OvlError, match=r"^truncated"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+
+
+def test_body_over_the_size_cap_is_refused_without_retry(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    url = server.serve("/fleet.ovl", BODY)
+    with pytest.raises(OvlError, match="over the 1000 byte cap"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path, size_cap=1000))
+    assert len(server.log.seen) == 1
+    assert _files(tmp_path) == []
+
+
+def test_proxy_carries_the_request(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.serve("/fleet.ovl", BODY)
+    with ForwardingProxy() as proxy:
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path, proxy=proxy.url))
+    assert proxy.forwarded == [url, url + ".minisig"]
+    assert (tmp_path / "b.ovl").read_bytes() == BODY
+
+
+def test_dead_proxy_is_reported_as_the_proxy(server: LoopbackServer, tmp_path: Path) -> None:
+    url = server.serve("/fleet.ovl", BODY)
+    ctx = _ctx(tmp_path, timeout=2, proxy=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(OvlError, match="proxy"):
+        HttpChannel(url).fetch(tmp_path / "b.ovl", ctx)
+    assert server.log.seen == []
+
+
+def test_gist_fetches_the_raw_file_below_the_base(server: LoopbackServer, tmp_path: Path) -> None:
+    server.serve("/g/abc123/raw/fleet.txt", b"-----BEGIN OVL BUNDLE-----\n")
+    channel = GistChannel.parse("abc123/fleet.txt", server.base + "/g")
+    channel.fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert (tmp_path / "b.ovl").read_bytes() == b"-----BEGIN OVL BUNDLE-----\n"
+    assert channel.describe() == "gist:abc123/fleet.txt"

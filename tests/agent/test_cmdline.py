@@ -1,0 +1,198 @@
+"""The kernel command line contract (docs/CMDLINE.md), parsed into BootConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.channels.file import FileChannel
+from agent.channels.gist import GistChannel
+from agent.channels.http import HttpChannel
+from agent.channels.part import PartChannel
+from agent.cmdline import (
+    BootConfig,
+    Mode,
+    Phase,
+    Upper,
+    Url,
+    parse_cmdline,
+    read_cmdline,
+    split_cmdline,
+)
+from agent.devices import DeviceKind, DeviceRef, PartPath
+from agent.errors import BadInput
+from agent.trust.policy import Policy, Require
+
+
+def test_no_ovl_keys_gives_the_defaults() -> None:
+    config = parse_cmdline("console=ttyS0 root=/dev/vda quiet")
+    assert config == BootConfig()
+    assert config.mode is Mode.OVERLAY
+    assert config.upper == Upper()
+    assert config.require == Policy(Require.SIGNED)
+    assert config.init == "/sbin/init"
+
+
+def test_channels_of_every_kind_keep_their_order() -> None:
+    config = parse_cmdline(
+        "ovl=https://h/fleet.ovl,file:/etc/ovl/b.ovl,part:LABEL=data:/@ovls/fleet.ovl,gist:abc123/f.txt"
+    )
+    assert config.channels == (
+        HttpChannel("https://h/fleet.ovl"),
+        FileChannel(Path("/etc/ovl/b.ovl")),
+        PartChannel(PartPath(DeviceRef(DeviceKind.LABEL, "data"), "/@ovls/fleet.ovl")),
+        GistChannel("abc123", "f.txt", "https://gist.github.com"),
+    )
+
+
+def test_gist_base_moves_the_gist_url() -> None:
+    config = parse_cmdline("ovl=gist:abc123 ovl.gist_base=http://127.0.0.1:8080/g/")
+    channel = config.channels[0]
+    assert isinstance(channel, GistChannel)
+    assert channel.url == "http://127.0.0.1:8080/g/abc123/raw"
+
+
+@pytest.mark.parametrize(
+    ("text", "image"),
+    [
+        ("/dev/vda", DeviceRef(DeviceKind.PATH, "/dev/vda")),
+        ("LABEL=base", DeviceRef(DeviceKind.LABEL, "base")),
+        ("UUID=1234-abcd", DeviceRef(DeviceKind.UUID, "1234-abcd")),
+        (
+            "part:UUID=1234:/images/base.sqfs",
+            PartPath(DeviceRef(DeviceKind.UUID, "1234"), "/images/base.sqfs"),
+        ),
+        ("https://h/base.sqfs", Url("https://h/base.sqfs")),
+    ],
+)
+def test_each_image_form_parses(text: str, image: object) -> None:
+    assert parse_cmdline(f"ovl.root={text}").images == (image,)
+
+
+def test_images_stack_bottom_to_top_in_the_given_order() -> None:
+    config = parse_cmdline("ovl.root=/dev/vda,LABEL=extra")
+    assert [str(i) for i in config.images] == ["/dev/vda", "LABEL=extra"]
+
+
+def test_device_path_with_colons_splits_at_the_path() -> None:
+    part = PartPath.parse("part:/dev/disk/by-path/pci-0000:00:04.0:/b/fleet.ovl")
+    assert part.device.value == "/dev/disk/by-path/pci-0000:00:04.0"
+    assert part.path == "/b/fleet.ovl"
+
+
+def test_persistent_upper_with_and_without_wipe() -> None:
+    kept = parse_cmdline("ovl.upper=part:LABEL=state:/upper").upper
+    wiped = parse_cmdline("ovl.upper=part:LABEL=state:/upper,wipe").upper
+    assert kept.part == wiped.part == PartPath(DeviceRef(DeviceKind.LABEL, "state"), "/upper")
+    assert (kept.wipe, wiped.wipe) == (False, True)
+
+
+def test_every_setting_reaches_its_field() -> None:
+    config = parse_cmdline(
+        "ovl.mode=btrfs ovl.btrfs=part:LABEL=pool:/@root"
+        " ovl.require=encrypted,allow-rollback,bundle ovl.key=part:LABEL=keys:/node.key"
+        " ovl.timeout=2.5 ovl.proxy=http://127.0.0.1:3128"
+        " ovl.cache=part:LABEL=state:/ovl ovl.break=apply ovl.debug init=/lib/systemd/systemd"
+    )
+    assert config.mode is Mode.BTRFS
+    assert config.btrfs == PartPath(DeviceRef(DeviceKind.LABEL, "pool"), "/@root")
+    assert config.require == Policy(Require.ENCRYPTED, allow_rollback=True)
+    assert config.require_bundle
+    assert config.key == PartPath(DeviceRef(DeviceKind.LABEL, "keys"), "/node.key")
+    assert config.timeout == 2.5
+    assert config.proxy == "http://127.0.0.1:3128"
+    assert config.cache == PartPath(DeviceRef(DeviceKind.LABEL, "state"), "/ovl")
+    assert config.break_at is Phase.APPLY
+    assert config.debug
+    assert config.init == "/lib/systemd/systemd"
+
+
+def test_break_without_a_value_stops_before_handover() -> None:
+    assert parse_cmdline("ovl.break").break_at is Phase.HANDOVER
+
+
+def test_zfs_mode_takes_a_snapshot() -> None:
+    config = parse_cmdline("ovl.mode=zfs ovl.zfs=tank/root@pristine")
+    assert (config.mode, config.zfs) == (Mode.ZFS, "tank/root@pristine")
+
+
+def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
+    config = parse_cmdline("ovl.colour=blue ovl.mode=overlay")
+    assert config.warnings == ("unknown setting ovl.colour ignored",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ovl.mode=ext4", "ovl.mode=ext4: expected one of overlay, btrfs, zfs"),
+        ("ovl.timeout=soon", "ovl.timeout=soon: expected a number of seconds"),
+        ("ovl.timeout=0", "ovl.timeout=0: expected seconds between 0 and 3600"),
+        (
+            "ovl.root=sda1",
+            "ovl.root=sda1: 'sda1': not a device (expected LABEL=x, UUID=y or /dev/x)",
+        ),
+        (
+            "ovl.upper=part:LABEL=x:/u,keep",
+            "ovl.upper=part:LABEL=x:/u,keep: unknown option 'keep' (only 'wipe')",
+        ),
+        (
+            "ovl=ftp://h/x",
+            "ovl=ftp://h/x: expected http(s)://, file:/path, part:<device>:/path or gist:<id>",
+        ),
+        (
+            "ovl.require=paranoid",
+            "ovl.require=paranoid: unknown level 'paranoid' (expected signed, encrypted or none)",
+        ),
+        ("ovl.zfs=tank@snap", "ovl.zfs=tank@snap: expected pool/dataset@snapshot"),
+        ("ovl.mode=btrfs", "ovl.mode=btrfs needs ovl.btrfs=part:<device>:/<subvolume>"),
+        (
+            "ovl.cache=LABEL=x",
+            "ovl.cache=LABEL=x: 'LABEL=x': expected part:<LABEL=x|UUID=y|/dev/x>:/path",
+        ),
+        ("init=sbin/init", "init=sbin/init: expected an absolute path"),
+        (
+            "ovl.break=later",
+            "ovl.break=later: expected one of facts, fetch, apply, stack, handover",
+        ),
+    ],
+)
+def test_malformed_value_is_one_line_naming_the_key(text: str, message: str) -> None:
+    with pytest.raises(BadInput) as caught:
+        parse_cmdline(text)
+    assert caught.value.line == message
+    assert "\n" not in caught.value.line
+
+
+def test_quotes_group_a_value_and_are_dropped() -> None:
+    assert split_cmdline('a "b c" d="e f" "g=h i"') == ["a", "b c", "d=e f", "g=h i"]
+
+
+@given(st.lists(st.text(alphabet="abcxyz=.,:/-_0123456789", min_size=1), max_size=8))
+def test_splitting_unquoted_words_gives_them_back(words: list[str]) -> None:
+    assert split_cmdline("  ".join(words)) == words
+
+
+@given(st.text(max_size=200))
+def test_any_text_parses_or_fails_with_bad_input(text: str) -> None:
+    try:
+        parse_cmdline(text)
+    except BadInput as exc:
+        assert "\n" not in exc.line
+
+
+def test_defaults_file_applies_only_without_ovl_keys(tmp_path: Path) -> None:
+    defaults = tmp_path / "cmdline"
+    defaults.write_text("ovl=file:/etc/ovl/fleet.ovl ovl.require=none init=/sbin/default\n")
+    plain = tmp_path / "plain"
+    plain.write_text("console=ttyS0 init=/bin/sh\n")
+    configured = tmp_path / "configured"
+    configured.write_text("ovl=http://h/x.ovl\n")
+    from_defaults = parse_cmdline(read_cmdline(plain, defaults))
+    assert from_defaults.channels == (FileChannel(Path("/etc/ovl/fleet.ovl")),)
+    assert from_defaults.init == "/bin/sh"  # the boot loader's word wins
+    assert parse_cmdline(read_cmdline(configured, defaults)).channels == (
+        HttpChannel("http://h/x.ovl"),
+    )
