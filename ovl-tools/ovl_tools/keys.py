@@ -210,6 +210,31 @@ def certify(root_key: Path, signer_pub: Path, name: str, expires: datetime, out:
     return comment
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """A signer's certificate file: the root's signature, then the signer's .pub lines."""
+
+    text: str
+    signature: Signature
+    signer: PublicKey
+
+    @property
+    def comment(self) -> str:
+        return self.signature.trusted_comment
+
+
+def read_certificate(path: Path) -> Certificate:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"certificate {path}: {exc.strerror}") from exc
+    cert = parse_signature(text, f"certificate {path}")
+    if len(cert.trailer) != 2:
+        raise BadInput(f"certificate {path}: no signer public key after the signature")
+    signer = parse_public_key("\n".join(cert.trailer), f"certificate {path}")
+    return Certificate(text, cert, signer)
+
+
 def revoke(root_key: Path, keys_dir: Path, targets: list[str], reason: str) -> frozenset[str]:
     """Add key ids (or the ids of .pub files) to keys_dir/revoked and re-sign it with a root."""
     root = load_secret_key(root_key)
@@ -255,8 +280,9 @@ def describe_key_file(path: Path) -> str | None:
             key = load_secret_key(path)
             return f"{key_id_hex(key.key_id)}  secret key   {path.name}"
         if path.suffix == ".cert":
-            sig = parse_signature(text, str(path))
-            return f"{sig.key_id_hex}  certificate  {path.name}  {sig.trusted_comment}"
+            cert = read_certificate(path)
+            by = cert.signature.key_id_hex
+            return f"{cert.signer.id_hex}  certificate  {path.name}  by root {by}: {cert.comment}"
         if path.name.endswith(".age.pub"):
             return f"{'-' * 16}  age recipient {path.name}  {text.strip()}"
     except (OvlError, ValueError, IndexError):

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BadInput, OvlError
-from agent.trust.minisign import PublicKey, Signature, parse_public_key, parse_signature
 from agent.trust.open import bundle_comment
 from ovl_tools.encode import ArmorWriter
-from ovl_tools.keys import load_secret_key, sign_file
+from ovl_tools.keys import load_secret_key, read_certificate, sign_file
 
 _COPY = 1 << 20
 
@@ -58,27 +57,6 @@ def load_recipients(spec: str) -> list[Any]:
     if not found:
         raise BadInput(f"recipient file {path}: no recipients")
     return found
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """A signer's certificate file: the root's signature, then the signer's .pub lines."""
-
-    text: str
-    signature: Signature
-    signer: PublicKey
-
-
-def read_certificate(path: Path) -> Certificate:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"certificate {path}: {exc.strerror}") from exc
-    cert = parse_signature(text, f"certificate {path}")
-    if len(cert.trailer) != 2:
-        raise BadInput(f"certificate {path}: no signer public key after the signature")
-    signer = parse_public_key("\n".join(cert.trailer), f"certificate {path}")
-    return Certificate(text, cert, signer)
 
 
 @dataclass(frozen=True)
@@ -163,3 +141,100 @@ def seal_bundle(
         untrusted = f"ovl bundle {name} serial {serial}, signer certificate follows"
         sig_temp.write_text(sign_file(key, payload, comment, untrusted, trailer).to_text())
     return Sealed(out, sig_path, name, serial, bool(recipients) or passphrase is not None)
+
+
+@dataclass(frozen=True)
+class MachineSealed:
+    out: Path
+    serial: int
+    layers: int  # layers kept for this machine (the base is always kept)
+
+
+def machine_recipients(directory: Path, machine: str) -> list[Any]:
+    """DIR/MACHINE.age.pub (from `ovl keys node-new`) or DIR/MACHINE.pub (ssh-ed25519)."""
+    for candidate in (directory / f"{machine}.age.pub", directory / f"{machine}.pub"):
+        if candidate.is_file():
+            return load_recipients(str(candidate))
+    raise BadInput(f"machine {machine}: no {machine}.age.pub or {machine}.pub in {directory}")
+
+
+def keep_layers(bundle: Path, dest: Path, keep: set[str]) -> None:
+    """Re-write `bundle` into `dest` (same compression, no armour) without the layers/ folders
+    not in `keep`; everything else, pax records included, is copied as it is."""
+    import tarfile
+
+    from agent.bundle.codec import detect, open_decoded
+    from agent.bundle.paths import member_parts
+    from ovl_tools.encode import open_encoder
+
+    with bundle.open("rb") as raw:
+        compression = detect(raw).compression
+    with bundle.open("rb") as raw, dest.open("wb") as out:
+        sink = open_encoder(out, compression, None, False)
+        with (
+            tarfile.open(fileobj=open_decoded(raw), mode="r|") as source,
+            tarfile.open(  # type: ignore[call-overload]
+                fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_COPY
+            ) as target,
+        ):
+            for member in source:
+                parts = member_parts(member.name)
+                if len(parts) > 1 and parts[0] == "layers" and parts[1] not in keep:
+                    continue
+                target.addfile(member, source.extractfile(member) if member.isreg() else None)
+        sink.finish()
+
+
+def seal_per_machine(
+    bundle: Path,
+    fleet_file: Path,
+    recipients_dir: Path,
+    out_dir: Path,
+    *,
+    signer_key: Path,
+    certificate: Path,
+    armor: bool = False,
+) -> list[tuple[str, MachineSealed]]:
+    """One sealed bundle per fleet machine: base plus the layers it matches, encrypted to its
+    key, written as OUT_DIR/<mac>.ovl (+ .minisig) for each of its MACs, dashes for colons."""
+    from agent.bundle.scan import scan_bundle
+    from agent.favors import match_layers
+    from ovl_tools.fleet import load_fleet
+
+    fleet = load_fleet(fleet_file)
+    with bundle.open("rb") as source:
+        info = scan_bundle(source)
+    if info.manifest is None or not info.manifest.name:
+        raise BadInput(f"{bundle}: --per-machine needs an ovl.json with name and serial")
+    name, serial = info.manifest.name, info.manifest.serial
+    layer_names = [layer.name for layer in info.layers[1:]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for machine, facts in fleet.machines.items():
+        if not facts.macs:
+            raise BadInput(f"{fleet_file}: machine {machine} has no MAC to name its bundle by")
+        recipients = machine_recipients(recipients_dir, machine)
+        keep = {layer.dirname for layer in match_layers(facts, layer_names)}
+        outs = [out_dir / f"{mac.replace(':', '-')}.ovl" for mac in facts.macs]
+        fd, scratch = tempfile.mkstemp(prefix=f".{machine}.", suffix=".plain", dir=out_dir)
+        os.close(fd)
+        plain = Path(scratch)
+        try:
+            keep_layers(bundle, plain, keep)
+            seal_bundle(
+                plain,
+                outs[0],
+                signer_key=signer_key,
+                certificate=certificate,
+                name=name,
+                serial=serial,
+                recipients=recipients,
+                armor=armor,
+            )
+        finally:
+            plain.unlink(missing_ok=True)
+        for extra in outs[1:]:
+            for suffix in ("", ".minisig"):
+                shutil.copyfile(f"{outs[0]}{suffix}", f"{extra}{suffix}")
+        results.append((machine, MachineSealed(outs[0], serial, len(keep))))
+    return results
