@@ -19,14 +19,7 @@ from agent.errors import OvlError
 COMMAND_MODULES: tuple[str, ...] = (
     # one name per ovl_tools/commands/<name>.py, added when the module lands
     "pack",
-    "inspect",
-    "facts",
-    "match",
-    "apply",
-    "lint",
-    "plan",
     "server",
-    "initramfs",
     "keys",
     "seal",
     "verify",
