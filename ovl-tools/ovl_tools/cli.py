@@ -19,6 +19,12 @@ from agent.errors import OvlError
 COMMAND_MODULES: tuple[str, ...] = (
     # one name per ovl_tools/commands/<name>.py, added when the module lands
     "pack",
+    "inspect",
+    "facts",
+    "match",
+    "apply",
+    "lint",
+    "plan",
     "server",
     "keys",
     "seal",

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO, TextIO
+
+from agent.errors import BadInput
 
 _REDRAW_SECONDS = 0.2
 
@@ -64,3 +70,16 @@ class _CountingRaw(io.RawIOBase):
 def counting_reader(raw: BinaryIO, progress: Progress) -> BinaryIO:
     """`raw` as a buffered reader that reports every byte read to `progress`."""
     return io.BufferedReader(_CountingRaw(raw, progress), buffer_size=1 << 20)
+
+
+@contextmanager
+def open_with_progress(path: Path, label: str) -> Iterator[BinaryIO]:
+    """Open a bundle for one streaming read, drawing how much of it has been read."""
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot open ({exc.strerror})") from exc
+    progress = Progress(label, total=os.fstat(raw.fileno()).st_size)
+    with raw:
+        yield counting_reader(raw, progress)
+    progress.close()

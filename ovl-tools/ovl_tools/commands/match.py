@@ -1,0 +1,66 @@
+"""`ovl match FILE (--facts FACTS.json | --here)`: the layers that apply to one machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agent.bundle.scan import scan_bundle
+from agent.facts import Facts, collect_facts
+from agent.favors import FavorKey, LayerName
+from ovl_tools.fleet import read_facts_file
+from ovl_tools.plan import layers_for
+from ovl_tools.progress import open_with_progress
+
+
+def add_facts_source(parser: argparse.ArgumentParser) -> None:
+    """--facts FILE | --here: whose facts the layers are matched against."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--facts", type=Path, metavar="FACTS.json", help="a facts file (FACTS.md)")
+    source.add_argument("--here", action="store_true", help="this machine's facts")
+
+
+def facts_from_args(args: argparse.Namespace) -> Facts:
+    return collect_facts() if args.here else read_facts_file(args.facts)
+
+
+def describe_favors(layer: LayerName) -> list[str]:
+    """Favors as written in folder names: the bare value, or `key=value` for typed ones."""
+    return [
+        favor.value if favor.key is FavorKey.ANY else f"{favor.key.value}={favor.value}"
+        for favor in layer.favors
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = facts_from_args(args)
+    with open_with_progress(args.bundle, f"scan {args.bundle.name}") as source:
+        info = scan_bundle(source)
+    matched = [layer.layer for layer in layers_for(info, facts) if layer.layer is not None]
+    if args.json:
+        rows = [
+            {"name": layer.dirname, "order": layer.order, "favors": describe_favors(layer)}
+            for layer in matched
+        ]
+        print(json.dumps({"layers": [{"name": "base"}, *rows]}, indent=2))
+        return 0
+    print("base")
+    for layer in matched:
+        print(f"{layer.dirname}  ({' '.join(describe_favors(layer)) or 'no favors'})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "match",
+        help="list the layers that apply to one machine",
+        description=(
+            "List the layers of FILE that apply to one machine, in apply order (the base "
+            "first): those whose every favor matches the machine's facts."
+        ),
+    )
+    parser.add_argument("bundle", type=Path, metavar="FILE")
+    add_facts_source(parser)
+    parser.add_argument("--json", action="store_true", help='print {"layers": [...]} as JSON')
+    parser.set_defaults(func=run)

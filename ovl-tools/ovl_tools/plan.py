@@ -1,0 +1,88 @@
+"""What each machine would get from a bundle: its layers, and the tree once they are merged.
+
+Pure functions over a scanned bundle (agent.bundle.scan) and facts; nothing is written. The
+merge follows apply_bundle's merge mode: layers in order, a layer's whiteouts delete what the
+layers before it wrote, later entries replace earlier ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.bundle.reader import Kind
+from agent.bundle.scan import BundleInfo, EntryInfo, LayerInfo
+from agent.facts import Facts
+from agent.favors import layer_matches
+
+_DELETIONS = (Kind.WHITEOUT, Kind.OPAQUE)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    name: str  # "base" or the layer's folder name
+    files: int  # entries other than directories and whiteouts
+    bytes: int  # regular file content
+
+
+@dataclass(frozen=True)
+class MachinePlan:
+    machine: str
+    layers: tuple[LayerPlan, ...]  # base first, in apply order
+    files: int  # non-directories left once every layer is merged
+    bytes: int  # their regular file content
+
+
+def layers_for(info: BundleInfo, facts: Facts) -> list[LayerInfo]:
+    """The base and every layer that matches `facts`, in apply order."""
+    return [
+        layer for layer in info.layers if layer.layer is None or layer_matches(layer.layer, facts)
+    ]
+
+
+def _below(path: str) -> str:
+    return "" if path == "." else path + "/"
+
+
+def _delete(tree: dict[str, EntryInfo], path: str, keep_top: bool) -> None:
+    """Remove `path` and everything below it (only what is below, with keep_top)."""
+    prefix = _below(path)
+    doomed = [p for p in tree if p.startswith(prefix)]
+    if not keep_top:
+        doomed.append(path)
+    for p in doomed:
+        tree.pop(p, None)
+
+
+def merged_tree(layers: list[LayerInfo]) -> dict[str, EntryInfo]:
+    """Path → the entry that wins once `layers` are merged in order (whiteouts applied)."""
+    tree: dict[str, EntryInfo] = {}
+    for layer in layers:
+        # A layer's whiteouts hide only what the layers before it wrote.
+        for entry in layer.entries:
+            if entry.kind in _DELETIONS:
+                _delete(tree, entry.path, keep_top=entry.kind is Kind.OPAQUE)
+        for entry in layer.entries:
+            if entry.kind in _DELETIONS:
+                continue
+            earlier = tree.get(entry.path)
+            if earlier is not None and earlier.kind is Kind.DIR and entry.kind is not Kind.DIR:
+                _delete(tree, entry.path, keep_top=True)
+            if entry.kind is not Kind.DIR or earlier is None or earlier.kind is not Kind.DIR:
+                tree[entry.path] = entry
+    return tree
+
+
+def layer_plan(layer: LayerInfo) -> LayerPlan:
+    written = [e for e in layer.entries if e.kind is not Kind.DIR and e.kind not in _DELETIONS]
+    return LayerPlan(layer.name, len(written), sum(e.size for e in written))
+
+
+def plan_machine(info: BundleInfo, machine: str, facts: Facts) -> MachinePlan:
+    layers = layers_for(info, facts)
+    result = [e for e in merged_tree(layers).values() if e.kind is not Kind.DIR]
+    return MachinePlan(
+        machine=machine,
+        layers=tuple(layer_plan(layer) for layer in layers),
+        files=len(result),
+        bytes=sum(e.size for e in result),
+    )
