@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from agent.errors import OvlError
 
 # Modules under agent.commands; each exposes register(subparsers) like ovl_tools' commands.
-COMMAND_MODULES: tuple[str, ...] = ("boot", "facts")
+COMMAND_MODULES: tuple[str, ...] = ("boot", "facts", "delta")
 
 
 def build_parser() -> argparse.ArgumentParser:

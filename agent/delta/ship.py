@@ -10,13 +10,14 @@ network errors are retried with exponential backoff.
 from __future__ import annotations
 
 import base64
+import os
 import random
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from agent.delta.spool import Spool, SpooledDelta
 from agent.errors import OvlError
@@ -25,7 +26,28 @@ if TYPE_CHECKING:
     import requests
 
 SIGNATURE_HEADER = "X-Ovl-Signature"
+_PROGRESS_FROM = 8 << 20
 Signer = Callable[[Path, str], str]  # (file, trusted comment) -> minisign signature text
+
+
+def minisign_signer(secret_key: Path) -> Signer:
+    """Sign with the stock minisign tool and the node's minisign secret key.
+
+    The agent may not import ovl_tools' signing code (docs/ARCHITECTURE.md); minisign is the
+    audited reference implementation and is only needed on the booted system, not at boot.
+    """
+    from agent.run import run
+
+    def sign(path: Path, comment: str) -> str:
+        # The spool sweeps `.tmp-*` names, so a signer killed mid-way leaves nothing behind.
+        out = path.with_name(f".tmp-sig-{os.getpid()}-{path.name}")
+        try:
+            run(["minisign", "-S", "-s", secret_key, "-m", path, "-t", comment, "-x", out])
+            return out.read_text()
+        finally:
+            out.unlink(missing_ok=True)
+
+    return sign
 
 
 def trusted_comment(machine_id: str, sha256: str, created_ns: int) -> str:
@@ -106,8 +128,9 @@ class Shipper:
         }
         try:
             with delta.path.open("rb") as body:
+                data = _Progress(body, delta.size, delta.sha256[:12])
                 response = session.put(
-                    self.url(delta), data=body, headers=headers, timeout=self.timeout
+                    self.url(delta), data=data, headers=headers, timeout=self.timeout
                 )
         except requests.RequestException as exc:
             raise _Retryable(type(exc).__name__) from exc
@@ -119,3 +142,25 @@ class Shipper:
         raise Refused(
             f"delta {delta.sha256[:12]}: server refused: HTTP {response.status_code} {reason}"
         )
+
+
+class _Progress:
+    """The upload body; on a terminal, large uploads show a percentage on stderr."""
+
+    def __init__(self, body: BinaryIO, size: int, label: str) -> None:
+        self.body, self.len, self.label = body, size, label
+        self.sent = 0
+        self.shown = -1
+        self.visible = size >= _PROGRESS_FROM and sys.stderr.isatty()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.body.read(n)
+        self.sent += len(data)
+        percent = self.sent * 100 // max(self.len, 1)
+        if self.visible and percent != self.shown:
+            self.shown = percent
+            end = "\n" if self.sent >= self.len else ""
+            print(
+                f"\rovl-agent: uploading delta {self.label}: {percent}%", end=end, file=sys.stderr
+            )
+        return data
