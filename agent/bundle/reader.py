@@ -139,6 +139,12 @@ class _LayerPaths:
         )
 
 
+def _plain(exc: Exception) -> str:
+    """tarfile's words for a stream that stops early, said plainly."""
+    text = str(exc)
+    return "truncated (data ends early)" if text == "unexpected end of data" else text
+
+
 class BundleReader:
     """Reads a bundle once, in stream order. Use `entries()`, and read an entry's data with
     `copy_data()` before asking for the next entry."""
@@ -166,12 +172,12 @@ class BundleReader:
                 self._tar = tar
                 while (info := tar.next()) is not None:
                     tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
-                    entry = self._classify(info)
                     self._last = info.name
+                    entry = self._classify(info)
                     if entry is not None:
                         yield entry
         except (_HeaderProblem, tarfile.TarError) as exc:
-            raise BadInput(f"bundle: {exc} after entry {self._last!r}") from None
+            raise BadInput(f"bundle: {_plain(exc)} after entry {self._last!r}") from None
         finally:
             self._tar = None
 
@@ -199,7 +205,7 @@ class BundleReader:
         try:
             data: bytes = stream.read(size)
         except tarfile.TarError as exc:
-            raise BadInput(f"bundle entry {self._last!r}: {exc}") from None
+            raise BadInput(f"bundle entry {self._last!r}: {_plain(exc)}") from None
         return data
 
     def _classify(self, info: tarfile.TarInfo) -> Entry | None:
