@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from ovl_tools.server.store import Store
 
 from agent.delta.spool import Spool
-from ovl_tools.server.store import Store
 from tests.tools.server_fixtures import keypair, ovl, running_server
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]

@@ -12,12 +12,15 @@ from agent.errors import BadInput
 from agent.facts import normalize_mac
 from agent.trust.minisign import parse_public_key
 from ovl_tools.server import bake, history
+from ovl_tools.server.bake import Signer
 from ovl_tools.server.store import Machine, Store, Version, check_name
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("server", help="serve bundles, receive and bake node deltas")
     parser.add_argument("--root", type=Path, required=True, help="server directory (SERVER.md)")
+    parser.add_argument("--sign-key", type=Path, help="signer secret key for published versions")
+    parser.add_argument("--cert", type=Path, help="the signer's certificate (ovl keys certify)")
     sub = parser.add_subparsers(dest="server_command", metavar="ACTION", required=True)
 
     serve = sub.add_parser("serve", help="serve published bundles and accept deltas over HTTP")
@@ -62,6 +65,16 @@ def register(subparsers: Any) -> None:
     pick.add_argument("delta", help="<machine>/<sha256> or a unique sha256 prefix")
     pick.add_argument("--to", dest="profile", required=True, metavar="PROFILE")
     pick.set_defaults(func=_cherry_pick)
+
+
+def _signer(args: argparse.Namespace) -> Signer | None:
+    if args.sign_key is None and args.cert is None:
+        return None
+    if args.sign_key is None or args.cert is None:
+        raise BadInput("--sign-key and --cert go together")
+    from ovl_tools.server.signing import certified_signer
+
+    return certified_signer(args.sign_key, args.cert)
 
 
 def _announce(version: Version) -> None:
@@ -115,9 +128,10 @@ def _add_machine(args: argparse.Namespace) -> int:
 
 def _bake(args: argparse.Namespace) -> int:
     store = Store(args.root)
+    sign = _signer(args)
     profiles = [check_name("profile", args.profile)] if args.profile else store.profiles()
     for profile in profiles:
-        version = bake.bake(store, profile, None, args.layer_order)
+        version = bake.bake(store, profile, sign, args.layer_order)
         if version is None:
             print(f"{profile}: nothing to bake")
         else:
@@ -126,7 +140,7 @@ def _bake(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    bake.watch(Store(args.root), None, args.interval, _announce)
+    bake.watch(Store(args.root), _signer(args), args.interval, _announce)
     return 0
 
 
@@ -152,10 +166,10 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    _announce(history.rollback(Store(args.root), args.profile, args.version, None))
+    _announce(history.rollback(Store(args.root), args.profile, args.version, _signer(args)))
     return 0
 
 
 def _cherry_pick(args: argparse.Namespace) -> int:
-    _announce(history.cherry_pick(Store(args.root), args.delta, args.profile, None))
+    _announce(history.cherry_pick(Store(args.root), args.delta, args.profile, _signer(args)))
     return 0

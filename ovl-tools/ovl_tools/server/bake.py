@@ -26,7 +26,7 @@ from ovl_tools.server.store import Delta, Machine, Store, Version
 
 Signer = Callable[[Path, str], str]  # (file, trusted comment) -> minisign signature text
 DEFAULT_LAYER_ORDER = 90
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_COPY_CHUNK = 1 << 20
 
 
 @dataclass
@@ -41,16 +41,15 @@ class Scratch:
     def open(self, path: Path) -> tarfile.TarFile:
         if self.directory is None:
             self.directory = self.store.temp_dir()
-        with path.open("rb") as raw:
-            compressed = raw.read(4) == _ZSTD_MAGIC
-        if compressed:
-            import zstandard
+        from agent.bundle.codec import open_decoded
 
-            self.decoded += 1
-            plain = self.directory / f"{self.decoded}.tar"
-            with path.open("rb") as raw, plain.open("wb") as out:
-                zstandard.ZstdDecompressor().copy_stream(raw, out)
-            path = plain
+        # Random access needs a plain tar on disk; the engine's codec strips armour and
+        # compression (zstd, gzip, xz, zlib) whatever the admin used.
+        self.decoded += 1
+        plain = self.directory / f"{self.decoded}.tar"
+        with path.open("rb") as raw, open_decoded(raw) as decoded, plain.open("wb") as out:
+            shutil.copyfileobj(decoded, out, _COPY_CHUNK)
+        path = plain
         try:
             return self.open_tars.enter_context(tarfile.open(path, "r:*"))
         except (tarfile.TarError, EOFError) as exc:

@@ -17,15 +17,23 @@ from ovl_tools.server.store import Store, Version
 
 
 def import_bundle(store: Store, profile: str, bundle: Path, signature: Path | None) -> Version:
-    """Start (or replace) a profile's content with an admin-made bundle, as-is."""
+    """Start (or replace) a profile's content with an admin-made bundle, kept byte for byte."""
     with store.profile_lock(profile):
+        with scratch(store) as work:
+            serial = int(read_bundle(work.open(bundle), str(bundle)).manifest.get("serial", 0))
+        current = store.current(profile)
+        if current is not None and serial <= int(current.meta.get("serial", 0)):
+            raise BadInput(
+                f"{bundle}: serial {serial} is not above the current {current.meta['serial']}; "
+                "machines would refuse it as a replay"
+            )
         number = store.next_version(profile)
         staged = store.temp_dir()
         try:
             shutil.copyfile(bundle, staged / "bundle.ovl")
             if signature is not None:
                 shutil.copyfile(signature, staged / "bundle.ovl.minisig")
-            meta = {"action": "import", "source": str(bundle), "deltas": []}
+            meta = {"action": "import", "source": str(bundle), "serial": serial, "deltas": []}
             return store.publish(profile, number, staged, meta)
         except OSError as exc:
             raise store.check_space_error(exc, f"profile {profile}: importing {bundle}") from exc
