@@ -89,7 +89,7 @@ def boot(
     report, mounts = Report(), MountStack()
     # A rerun after ovl.break, or after a crash, starts from a clean slate.
     umount_below(paths.sysroot)
-    umount_below(paths.run_dir)
+    umount_below(paths.run_dir, including=False)  # /run/ovl may be a tmpfs of its own
     for stale in ("layers", "fetched", "lower", "upper", "work"):
         shutil.rmtree(paths.run_dir / stale, ignore_errors=True)
     ctx = FetchContext(
@@ -117,7 +117,11 @@ def boot(
             traceback.print_exc()
         handover = Handover(emergency=line)
     report.timings_ms["total"] = round((time.monotonic() - start) * 1000)
-    report.write(paths.run_dir / "report.json")
+    try:
+        report.write(paths.run_dir / "report.json")
+    except OSError as exc:
+        (paths.run_dir / "report.json.tmp").unlink(missing_ok=True)
+        console.line("report", f"report.json not written: {exc.strerror or exc}")
     write_handover(paths.run_dir / "handover", handover)
     return handover
 
@@ -256,11 +260,13 @@ def _apply(
     layers = [layer.name for layer in result.layers]
     boot.report.layers = layers
     boot.report.channels.append(Attempt(name, "ok", "", _ms(start), fetched.size))
+    manifest = result.manifest
+    title = f"{manifest.name} serial {manifest.serial}" if manifest else "bundle without ovl.json"
     boot.console.line(
-        "apply",
-        f"{result.manifest.name} serial {result.manifest.serial}: {len(layers)} layers"
-        f" ({', '.join(layers)}) {_ms(start)} ms",
+        "apply", f"{title}: {len(layers)} layers ({', '.join(layers)}) {_ms(start)} ms"
     )
+    if manifest and boot.report.bundle is not None:
+        boot.report.bundle["name"] = manifest.name
     return result
 
 

@@ -82,11 +82,11 @@ def mount_partition(
     return stack.mount(device, target, fstype=fstype, options=options)
 
 
-def umount_below(path: Path) -> None:
-    """Unmount whatever is mounted on or below `path`, deepest first."""
+def umount_below(path: Path, *, including: bool = True) -> None:
+    """Unmount whatever is mounted below `path` (and on it, when `including`), deepest first."""
     top = str(path.resolve())
     with open("/proc/self/mounts") as table:
         points = [line.split()[1] for line in table]
-    below = [p for p in points if p == top or p.startswith(top + "/")]
+    below = [p for p in points if (including and p == top) or p.startswith(top + "/")]
     for point in sorted(set(below), key=len, reverse=True):
         umount(Path(point))

@@ -109,6 +109,9 @@ def download(
     except OvlError:
         dest.unlink(missing_ok=True)
         raise
+    except OSError as exc:  # the local side: a full /run, say
+        dest.unlink(missing_ok=True)
+        raise _Final(f"writing {dest.name}: {exc.strerror or exc}") from None
     if total is not None and got != total:
         dest.unlink(missing_ok=True)
         raise OvlError(f"truncated: got {got} of {total} bytes")

@@ -1,0 +1,319 @@
+"""The whole boot on the host: real squashfs image, real HTTP on 127.0.0.1, real sealed bundles,
+real mounts. Every assertion about the root reads the mounted /sysroot."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ovl_tools.seal import load_recipients, seal_bundle
+
+from agent.boot import BootPaths, Handover, boot
+from agent.cmdline import Phase, parse_cmdline
+from agent.console import Console
+from tests.agent.bootkit import (
+    MAC,
+    LoopbackServer,
+    fake_sysfs,
+    free_port,
+    make_bundle,
+    make_fs_image,
+    make_squashfs,
+)
+from tests.agent.trust_pki import Pki, make_pki
+from tests.conftest import Mounts
+
+pytestmark = pytest.mark.subprocess
+
+OTHER_MAC = "52:54:00:99:99:99"
+LAYERS = {
+    "10": {"etc/motd": "layer 10"},
+    f"20-mac={MAC}": {"etc/hostname": "node-1"},
+    f"30-mac={OTHER_MAC}": {"etc/hostname": "someone else"},
+}
+BASE = {"etc/fleet": "base", "etc/.wh.gone": ""}
+
+
+@dataclass
+class Booted:
+    handover: Handover
+    report: dict[str, Any]
+    lines: list[str]
+    sysroot: Path
+
+    def read(self, path: str) -> str | None:
+        target = self.sysroot / path
+        return target.read_text() if target.exists() else None
+
+
+@dataclass
+class Machine:
+    tmp: Path
+    mounts: Mounts
+    pki: Pki
+    image: str  # loop device holding the squashfs root image
+    paths: BootPaths
+
+    def bundle(
+        self,
+        serial: int = 5,
+        *,
+        signed: bool = True,
+        encrypt: bool = False,
+        layers: dict[str, dict[str, str]] | None = None,
+        pad: int = 0,
+    ) -> Path:
+        """A bundle made by GNU tar + zstd, sealed by the test PKI's signer when `signed`."""
+        base = dict(BASE)
+        if pad:
+            base["var/pad"] = os.urandom(pad).hex()
+        plain = make_bundle(self.tmp / f"plain-{serial}-{pad}.ovl", base, layers or LAYERS, serial)
+        if not signed:
+            return plain
+        out = self.tmp / "ship" / f"fleet-{serial}{'-enc' if encrypt else ''}.ovl"
+        seal_bundle(
+            plain,
+            out,
+            signer_key=self.pki.signer_key,
+            certificate=self.pki.cert,
+            name="fleet",
+            serial=serial,
+            recipients=load_recipients(self.pki.node_recipient) if encrypt else [],
+        )
+        return out
+
+    def boot(self, cmdline: str, *, root: bool = True) -> Booted:
+        text = (f"ovl.root={self.image} " if root else "") + cmdline
+        console = Console(stream=io.StringIO())
+        handover = boot(parse_cmdline(text), self.paths, console)
+        report = json.loads((self.paths.run_dir / "report.json").read_text())
+        assert (self.paths.run_dir / "handover").read_text() == handover.render()
+        return Booted(handover, report, console.lines, self.paths.sysroot)
+
+
+@pytest.fixture
+def machine(tmp_path: Path, mounts: Mounts) -> Iterator[Machine]:
+    run = mounts.mount("tmpfs", tmp_path / "run", "-t", "tmpfs", "-o", "size=64m")
+    image = make_squashfs(
+        tmp_path / "root.sqfs",
+        {"etc/os-release": "the image", "etc/hostname": "image", "etc/gone": "image file"},
+    )
+    paths = BootPaths(
+        run_dir=run / "ovl",
+        sysroot=tmp_path / "sysroot",
+        sysfs=fake_sysfs(tmp_path / "sys"),
+        keys_dir=(pki := make_pki(tmp_path / "pki")).keys,
+        kmsg=None,
+    )
+    yield Machine(tmp_path, mounts, pki, mounts.loop(image), paths)
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as srv:
+        yield srv
+
+
+def _serve(server: LoopbackServer, bundle: Path, path: str = "/fleet.ovl") -> str:
+    url = server.serve(path, bundle.read_bytes())
+    sig = bundle.with_name(bundle.name + ".minisig")
+    if sig.exists():
+        server.serve(path + ".minisig", sig.read_bytes())
+    return url
+
+
+def _assert_fleet_root(booted: Booted) -> None:
+    assert booted.handover.root == booted.sysroot and booted.handover.init == "/sbin/init"
+    assert booted.read("etc/os-release") == "the image"
+    assert booted.read("etc/fleet") == "base"
+    assert booted.read("etc/motd") == "layer 10"
+    assert booted.read("etc/hostname") == "node-1"  # the layer for this MAC, not the other
+    assert booted.read("etc/gone") is None  # the base's whiteout hides the image's file
+
+
+def _assert_bare_image(booted: Booted) -> None:
+    assert booted.handover.root == booted.sysroot
+    assert booted.read("etc/hostname") == "image"
+    assert booted.read("etc/fleet") is None
+    assert booted.report["bundle"] is None
+
+
+def test_signed_bundle_over_http_boots_image_and_matched_layers(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    bundle = machine.bundle()
+    booted = machine.boot(f"ovl={_serve(server, bundle)}")
+    _assert_fleet_root(booted)
+    report = booted.report
+    assert report["bundle"]["serial"] == 5 and report["bundle"]["signer"] == "alice"
+    assert (
+        report["bundle"]["sha256"] == __import__("hashlib").sha256(bundle.read_bytes()).hexdigest()
+    )
+    assert report["layers"] == ["base", "10", f"20-mac={MAC}"]
+    assert report["facts"]["macs"] == [MAC]
+    assert set(report["timings_ms"]) >= {"facts", "fetch", "verify", "apply", "stack", "total"}
+    assert report["errors"] == []
+    assert booted.handover.render() == f"ROOT={booted.sysroot}\nINIT=/sbin/init\n"
+    assert any(
+        line.startswith("ovl: fetch: http://127.0.0.1") and " ok " in line for line in booted.lines
+    )
+    # Writes land in the tmpfs upper, reachable under the run dir after hand-over.
+    (booted.sysroot / "etc" / "new").write_text("x")
+    assert (machine.paths.run_dir / "upper" / "etc" / "new").exists()
+
+
+def test_channels_fall_back_in_order_and_each_says_why(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    bundle = machine.bundle()
+    failing = server.serve("/broken.ovl", b"", status=500)
+    down = f"http://127.0.0.1:{free_port()}/fleet.ovl"
+    booted = machine.boot(f"ovl={failing},{down},file:{bundle} ovl.timeout=3")
+    _assert_fleet_root(booted)
+    attempts = [(a["channel"], a["outcome"], a["reason"]) for a in booted.report["channels"]]
+    assert attempts[0] == (failing, "fetch", "HTTP 500")
+    assert attempts[1] == (down, "fetch", "connection failed")
+    assert attempts[2][:2] == (f"file:{bundle}", "ok")
+
+
+def test_tampered_bundle_is_refused_and_the_next_channel_wins(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    bundle = machine.bundle()
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered = server.serve("/fleet.ovl", bytes(data))
+    server.serve("/fleet.ovl.minisig", bundle.with_name(bundle.name + ".minisig").read_bytes())
+    booted = machine.boot(f"ovl={tampered},file:{bundle}")
+    _assert_fleet_root(booted)
+    first = booted.report["channels"][0]
+    assert first["outcome"] == "verify" and "signature" in first["reason"]
+
+
+def test_unsigned_bundle_is_refused_when_signing_is_required_so_the_image_boots(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    url = _serve(server, machine.bundle(signed=False))
+    booted = machine.boot(f"ovl={url}")
+    _assert_bare_image(booted)
+    assert booted.report["channels"][0]["reason"].endswith("unsigned, refused (ovl.require=signed)")
+    assert any("booting the bare image" in e for e in booted.report["recoverable_errors"])
+
+
+def test_unsigned_bundle_applies_under_require_none(machine: Machine) -> None:
+    booted = machine.boot(f"ovl=file:{machine.bundle(signed=False)} ovl.require=none")
+    _assert_fleet_root(booted)
+    assert booted.report["bundle"]["signer"] is None
+
+
+def test_encrypted_bundle_opens_with_the_node_key(machine: Machine) -> None:
+    bundle = machine.bundle(encrypt=True)
+    booted = machine.boot(
+        f"ovl=file:{bundle} ovl.require=encrypted ovl.key={machine.pki.node_identity}"
+    )
+    _assert_fleet_root(booted)
+    assert booted.report["bundle"]["encrypted"] is True
+    assert not [p for p in bundle.parent.iterdir() if p.name.endswith(".plain")]
+
+
+def test_encrypted_bundle_without_the_key_falls_back_to_the_image(machine: Machine) -> None:
+    booted = machine.boot(f"ovl=file:{machine.bundle(encrypt=True)} ovl.require=encrypted")
+    _assert_bare_image(booted)
+    assert booted.report["channels"][0]["outcome"] == "verify"
+
+
+def test_layer_that_fails_to_apply_falls_back_to_the_next_candidate(machine: Machine) -> None:
+    bad = machine.bundle(serial=6, signed=False, layers={"not-a-number": {"etc/x": "x"}})
+    good = machine.bundle(signed=False)
+    booted = machine.boot(f"ovl=file:{bad},file:{good} ovl.require=none")
+    _assert_fleet_root(booted)
+    assert booted.report["channels"][0]["outcome"] == "apply"
+    assert list((machine.paths.run_dir / "layers").iterdir()) != []
+
+
+def test_full_tmpfs_is_one_line_and_the_image_still_boots(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    machine.mounts.mount("tmpfs", machine.paths.run_dir, "-t", "tmpfs", "-o", "size=1m")
+    url = _serve(server, machine.bundle(signed=False, pad=2 * 1024 * 1024))
+    booted = machine.boot(f"ovl={url} ovl.require=none")
+    _assert_bare_image(booted)
+    reason = booted.report["channels"][0]["reason"]
+    assert "No space left on device" in reason and "\n" not in reason
+
+
+def test_last_known_good_from_the_cache_when_every_channel_fails(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    state = machine.mounts.loop(
+        make_fs_image(machine.tmp / "state.img", "ext4", "lkg" + os.urandom(4).hex(), 32)
+    )
+    cache = f"ovl.cache=part:{state}:/ovl"
+    first = machine.boot(f"ovl={_serve(server, machine.bundle())} {cache}")
+    _assert_fleet_root(first)
+    assert any(line.startswith("ovl: cache: kept") for line in first.lines)
+    server.routes.clear()
+    second = machine.boot(f"ovl={server.base}/fleet.ovl {cache}")
+    _assert_fleet_root(second)
+    assert second.report["bundle"]["source"] == f"cache:part:{state}:/ovl/last-good.ovl"
+    assert second.report["bundle"]["serial"] == 5
+
+
+def test_replayed_older_bundle_is_refused_and_last_known_good_boots(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    state = machine.mounts.loop(
+        make_fs_image(machine.tmp / "state.img", "ext4", "rp" + os.urandom(4).hex(), 32)
+    )
+    cache = f"ovl.cache=part:{state}:/ovl"
+    machine.boot(f"ovl={_serve(server, machine.bundle(serial=5))} {cache}")
+    older = machine.bundle(serial=4, layers={"10": {"etc/motd": "old"}})
+    booted = machine.boot(f"ovl={_serve(server, older)} {cache}")
+    _assert_fleet_root(booted)
+    assert "older than the last accepted" in booted.report["channels"][0]["reason"]
+    assert booted.report["bundle"]["serial"] == 5
+
+
+def test_image_downloaded_over_http_into_ram(machine: Machine, server: LoopbackServer) -> None:
+    image = make_squashfs(machine.tmp / "net.sqfs", {"etc/os-release": "from the network"})
+    url = server.serve("/base.sqfs", image.read_bytes())
+    booted = machine.boot(f"ovl.root={url}", root=False)
+    assert booted.read("etc/os-release") == "from the network"
+
+
+def test_nothing_to_boot_is_an_emergency_with_the_reason(machine: Machine) -> None:
+    booted = machine.boot(f"ovl=file:{machine.tmp}/none.ovl", root=False)
+    assert booted.handover.emergency == "no read-only image and no bundle layer: nothing to boot"
+    assert booted.handover.render().startswith("EMERGENCY='no read-only image")
+    assert not os.path.ismount(machine.paths.sysroot)
+
+
+def test_require_bundle_forbids_booting_the_bare_image(machine: Machine) -> None:
+    booted = machine.boot(f"ovl=file:{machine.tmp}/none.ovl ovl.require=signed,bundle")
+    assert booted.handover.emergency is not None and "forbids" in booted.handover.emergency
+    assert not os.path.ismount(machine.paths.sysroot)
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_break_stops_before_its_phase_and_a_rerun_boots(machine: Machine, phase: Phase) -> None:
+    bundle = machine.bundle()
+    stopped = machine.boot(f"ovl=file:{bundle} ovl.break={phase.value}")
+    assert stopped.handover == Handover(break_at=phase)
+    assert stopped.handover.render() == f"BREAK={phase.value}\n"
+    assert os.path.ismount(machine.paths.sysroot) == (phase is Phase.HANDOVER)
+    _assert_fleet_root(machine.boot(f"ovl=file:{bundle}"))
+
+
+def test_persistent_upper_that_is_missing_falls_back_to_tmpfs(machine: Machine) -> None:
+    booted = machine.boot(
+        f"ovl=file:{machine.bundle()} ovl.upper=part:LABEL=absent{os.getpid()}:/u ovl.timeout=0.3"
+    )
+    _assert_fleet_root(booted)
+    assert booted.report["root"]["upper"] == "tmpfs"
+    assert "using tmpfs" in booted.report["root"]["notes"][0]
