@@ -21,7 +21,7 @@ from agent.bundle.codec import Compression
 from agent.bundle.manifest import MANIFEST_NAME, parse_manifest
 from agent.errors import BadInput, OvlError
 from agent.favors import parse_layer_name
-from ovl_tools.encode import open_encoder
+from ovl_tools.encode import Sink, open_encoder
 from ovl_tools.progress import Progress
 
 # Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
@@ -46,7 +46,7 @@ class PackResult:
     output_bytes: int
 
 
-def _sorted_names(directory: Path) -> list[str]:
+def _sorted_names(directory: str) -> list[str]:
     with os.scandir(directory) as it:
         return sorted((entry.name for entry in it), key=os.fsencode)
 
@@ -57,7 +57,8 @@ def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
     A directory's whole subtree follows it directly, as `tar --sort=name` writes it; GNU tar
     only restores a directory's mtime correctly when its entries are contiguous.
     """
-    pending: list[Iterator[str]] = [iter(_sorted_names(root))]
+    top = os.fspath(root)
+    pending: list[Iterator[str]] = [iter(_sorted_names(top))]
     prefixes = [""]
     while pending:
         name = next(pending[-1], None)
@@ -66,14 +67,15 @@ def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
             prefixes.pop()
             continue
         rel = prefixes[-1] + name
-        st = os.lstat(root / rel)
+        path = os.path.join(top, rel)
+        st = os.lstat(path)
         yield rel, st
         if stat.S_ISDIR(st.st_mode):
-            pending.append(iter(_sorted_names(root / rel)))
+            pending.append(iter(_sorted_names(path)))
             prefixes.append(rel + "/")
 
 
-def _xattrs(path: Path) -> dict[str, str]:
+def _xattrs(path: str) -> dict[str, str]:
     try:
         names = sorted(os.listxattr(path, follow_symlinks=False))
     except OSError:
@@ -96,7 +98,7 @@ def _layer_of(name: str) -> str:
 def _tarinfo(
     name: str,
     st: os.stat_result,
-    path: Path,
+    path: str,
     first_links: dict[tuple[str, int, int], str],
     clamp_mtime: int | None,
 ) -> tarfile.TarInfo:
@@ -147,22 +149,49 @@ def _check_bundle_tree(src: Path) -> None:
         parse_layer_name(entry.name)
 
 
+class _Positioned:
+    """The encoder, fed in 1 MiB pieces (tar headers come 512 bytes at a time), plus the
+    `tell()` TarFile asks for once when it starts."""
+
+    def __init__(self, encoder: Sink) -> None:
+        self._encoder = encoder
+        self._buffer = bytearray()
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        self._position += len(data)
+        self._buffer += data
+        if len(self._buffer) >= _COPY_BUFFER:
+            self._encoder.write(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def finish(self) -> None:
+        self._encoder.write(bytes(self._buffer))
+        self._encoder.finish()
+
+
 def write_bundle(
     src: Path, out: BinaryIO, options: PackOptions, progress: Progress | None = None
 ) -> tuple[int, int]:
     """Stream the tree at `src` into `out` as a bundle; returns (entries, content bytes)."""
-    sink = open_encoder(out, options.compression, options.level, options.armor)
+    sink = _Positioned(open_encoder(out, options.compression, options.level, options.armor))
     entries = content = 0
     first_links: dict[tuple[str, int, int], str] = {}
-    with tarfile.open(  # type: ignore[call-overload]
-        fileobj=sink,
-        mode="w|",
+    top = os.fspath(src)
+    # TarFile on a file object (not tarfile's "w|" stream, whose bytes buffer re-copies itself
+    # on every write) hands each header and data block straight to the encoder.
+    with tarfile.TarFile(
+        fileobj=sink,  # type: ignore[arg-type]
+        mode="w",
         format=tarfile.PAX_FORMAT,
-        bufsize=_COPY_BUFFER,
         copybufsize=_COPY_BUFFER,
     ) as tar:
         for name, st in _walk(src):
-            path = src / name
+            path = os.path.join(top, name)
             info = _tarinfo(name, st, path, first_links, options.clamp_mtime)
             if info.type == tarfile.REGTYPE:
                 with open(path, "rb") as data:
