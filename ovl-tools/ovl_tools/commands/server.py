@@ -42,6 +42,11 @@ def register(subparsers: Any) -> None:
     machine.add_argument("--key", type=Path, required=True, help="node minisign public key file")
     machine.set_defaults(func=_add_machine)
 
+    nginx = sub.add_parser("nginx-conf", help="print the nginx server block for this root")
+    nginx.add_argument("--listen", default="80", help="nginx listen value (default %(default)s)")
+    nginx.add_argument("--upstream", default="127.0.0.1:8470", help="where `serve` listens")
+    nginx.set_defaults(func=_nginx_conf)
+
     bake_parser = sub.add_parser("bake", help="bake pending deltas into new versions")
     bake_parser.add_argument("--profile", help="only this profile (default: all)")
     bake_parser.add_argument("--layer-order", type=int, default=bake.DEFAULT_LAYER_ORDER)
@@ -123,6 +128,26 @@ def _add_machine(args: argparse.Namespace) -> int:
         args.machine_id, check_name("profile", args.profile), normalize_mac(args.mac), text
     )
     Store(args.root).add_machine(machine)
+    return 0
+
+
+def render_nginx_conf(root: Path, listen: str, upstream: str) -> str:
+    """The shipped nginx server block with this server's root, listen and upstream filled in."""
+    from importlib.resources import files
+
+    for value in (str(root), listen, upstream):
+        if any(c in value for c in ";{}\n\"' "):
+            raise BadInput(f"{value!r}: not usable in an nginx config")
+    template = files("ovl_tools.server").joinpath("nginx.conf").read_text()
+    return (
+        template.replace("@ROOT@", str(root.resolve()))
+        .replace("@LISTEN@", listen)
+        .replace("@UPSTREAM@", upstream)
+    )
+
+
+def _nginx_conf(args: argparse.Namespace) -> int:
+    print(render_nginx_conf(args.root, args.listen, args.upstream), end="")
     return 0
 
 
