@@ -69,9 +69,10 @@ class _Staging:
 
     def abandon(self) -> None:
         try:
-            self.journal.rollback()
+            self.journal.undo()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+        self.journal.restore_dirs()
 
 
 def apply_bundle(

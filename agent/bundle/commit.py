@@ -74,9 +74,13 @@ class Journal:
         os.rename(path, kept)
         self._undo.append(lambda: os.rename(kept, path))
 
-    def rollback(self) -> None:
+    def undo(self) -> None:
+        """Reverse every rename, newest first (the trash must still exist)."""
         for step in reversed(self._undo):
             step()
+
+    def restore_dirs(self) -> None:
+        """Put back directory metadata; last, since removing scratch space changes mtimes."""
         for directory in sorted(self._dirs, key=len, reverse=True):
             if os.path.isdir(directory):
                 self._dirs[directory].restore(directory)
@@ -89,8 +93,10 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _real_dir(dest: str, parts: Parts, layer: LayerDir) -> str | None:
-    """`dest/parts` when it is a directory reached without symlinks; None when absent."""
+def _real_dir(dest: str, parts: Parts, layer: LayerDir, *, strict: bool = True) -> str | None:
+    """`dest/parts` when it is a directory reached without symlinks; None when absent.
+
+    A symlink on the way is an error when `strict`, else it too gives None."""
     path = dest
     for depth, part in enumerate(parts, 1):
         path = os.path.join(path, part)
@@ -98,7 +104,7 @@ def _real_dir(dest: str, parts: Parts, layer: LayerDir) -> str | None:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
             return None
-        if stat.S_ISLNK(mode):
+        if stat.S_ISLNK(mode) and strict:
             raise BadInput(
                 f"bundle layer {layer.name}: {show(parts)} passes through symlink "
                 f"{show(parts[:depth])} in the target"
@@ -150,7 +156,7 @@ def set_dir_metadata(layers: list[LayerDir], dest: str, journal: Journal) -> Non
     """Re-apply declared directory metadata: moving entries in changed directory mtimes."""
     for layer in layers:
         for parts, entry in layer.dirs.items():
-            path = _real_dir(dest, parts, layer)
+            path = _real_dir(dest, parts, layer, strict=False)
             if path is not None:  # a later layer may have hidden or replaced it
                 journal.touch(path)
                 set_metadata(path, entry)
