@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ovl_tools.pack import PackOptions, pack_directory
 from ovl_tools.plan import layers_for, merged_tree, plan_machine
@@ -23,7 +23,7 @@ FACTS = Facts(arch="x86_64")
 LAYER_DIRS = ("layers/10", "layers/15-aarch64", "layers/20-x86_64", "layers/30-arch=x86_64")
 
 # A layer's tree: name -> ("file", size) | ("whiteout",) | ("dir", subtree) | ("opaque", subtree)
-names = st.sampled_from(["a", "b", "c"])
+names = st.sampled_from(["a", "b", "x"])
 leaf = st.one_of(
     st.tuples(st.just("file"), st.integers(0, 40)),
     st.tuples(st.just("whiteout")),
@@ -62,6 +62,16 @@ def applied_files(target: Path) -> dict[str, int]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A later layer's file replaces an earlier layer's directory, and everything below it.
+@example(
+    base={"a": ("file", 3)},
+    layers=[{"a": ("dir", {"b": ("file", 2)})}, {}, {"a": ("file", 5)}, {}],
+)
+# An opaque directory hides what the base had below it, but keeps its own new entries.
+@example(
+    base={"a": ("file", 3)},
+    layers=[{"x": ("opaque", {"b": ("file", 2)})}, {}, {}, {"x": ("dir", {"a": ("whiteout",)})}],
+)
 @given(
     base=st.dictionaries(names, st.tuples(st.just("file"), st.integers(0, 40)), max_size=3),
     layers=st.lists(trees, min_size=len(LAYER_DIRS), max_size=len(LAYER_DIRS)),
