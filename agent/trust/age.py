@@ -118,7 +118,8 @@ def decrypt_age(src: Path, dst: Path, identities: list[Identity], where: str) ->
         raise OvlError(
             f"{where}: encrypted to {describe_recipients(stanzas)}; this machine has no age key"
         )
-    with src.open("rb") as reader, dst.open("wb") as writer:
+    # Unbuffered: pyrage buffers itself, a Python buffer in between only adds a copy.
+    with src.open("rb", buffering=0) as reader, dst.open("wb", buffering=0) as writer:
         try:
             pyrage.decrypt_io(reader, writer, keys)
         except pyrage.DecryptError as exc:
