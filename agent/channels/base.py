@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +13,7 @@ from agent.errors import OvlError
 from agent.mounts import MountStack
 
 SIZE_CAP = 512 * 1024 * 1024
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,37 +52,42 @@ def partial_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as src:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Copied:
+    size: int
+    sha256: str
 
 
-def copy_into_place(source: Path, dest: Path, size_cap: int) -> int:
-    """Copy `source` to `dest` through a temporary file; returns the size."""
+def copy_into_place(source: Path, dest: Path, size_cap: int) -> Copied:
+    """Copy `source` to `dest` through a temporary file, hashing on the way."""
+    digest, size = hashlib.sha256(), 0
     try:
-        size = source.stat().st_size
-        if size > size_cap:
-            raise OvlError(f"{source}: {size} bytes is over the {size_cap} byte cap")
-        shutil.copyfile(source, partial_path(dest))
+        with open(source, "rb") as src, open(partial_path(dest), "wb") as out:
+            while block := src.read(CHUNK):
+                size += len(block)
+                if size > size_cap:
+                    raise OvlError(f"{source}: over the {size_cap} byte cap")
+                digest.update(block)
+                out.write(block)
     except OSError as exc:
         partial_path(dest).unlink(missing_ok=True)
-        raise OvlError(f"{source}: {exc.strerror or exc}") from None
+        raise OvlError(f"{exc.filename or source}: {exc.strerror or exc}") from None
+    except BaseException:
+        partial_path(dest).unlink(missing_ok=True)
+        raise
     os.replace(partial_path(dest), dest)
-    return size
+    return Copied(size, digest.hexdigest())
 
 
 def fetch_local(source: Path, dest: Path, ctx: FetchContext) -> Fetched:
     """Copy a bundle and, when it has one, its signature from a mounted filesystem."""
     if not source.is_file():
         raise OvlError(f"{source}: no such file")
-    size = copy_into_place(source, dest, ctx.size_cap)
+    copied = copy_into_place(source, dest, ctx.size_cap)
     signature: Path | None = signature_path(dest)
     if signature_path(source).is_file():
         copy_into_place(signature_path(source), signature_path(dest), ctx.size_cap)
     else:
         signature_path(dest).unlink(missing_ok=True)
         signature = None
-    return Fetched(dest, signature, size, sha256_file(dest))
+    return Fetched(dest, signature, copied.size, copied.sha256)

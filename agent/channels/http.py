@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from agent.channels.base import FetchContext, Fetched, partial_path, sha256_file, signature_path
+from agent.channels.base import Copied, FetchContext, Fetched, partial_path, signature_path
 from agent.errors import OvlError
 
 if TYPE_CHECKING:
@@ -61,18 +62,18 @@ class HttpChannel:
     def _attempt(
         self, session: requests.Session, dest: Path, ctx: FetchContext, deadline: float
     ) -> Fetched:
-        size = download(session, self.url, partial_path(dest), ctx, deadline, optional=False)
-        assert size is not None
+        body = download(session, self.url, partial_path(dest), ctx, deadline, optional=False)
+        assert body is not None
         signature = signature_path(dest)
-        sig_size = download(
+        sig = download(
             session, self.url + ".minisig", partial_path(signature), ctx, deadline, optional=True
         )
         os.replace(partial_path(dest), dest)
-        if sig_size is None:
+        if sig is None:
             signature.unlink(missing_ok=True)
-            return Fetched(dest, None, size, sha256_file(dest))
+            return Fetched(dest, None, body.size, body.sha256)
         os.replace(partial_path(signature), signature)
-        return Fetched(dest, signature, size, sha256_file(dest))
+        return Fetched(dest, signature, body.size, body.sha256)
 
 
 def download(
@@ -83,7 +84,7 @@ def download(
     deadline: float,
     *,
     optional: bool,
-) -> int | None:
+) -> Copied | None:
     """GET `url` into `dest`; None when `optional` and the server says 404."""
     import requests
 
@@ -112,9 +113,9 @@ def download(
     except OSError as exc:  # the local side: a full /run, say
         dest.unlink(missing_ok=True)
         raise _Final(f"writing {dest.name}: {exc.strerror or exc}") from None
-    if total is not None and got != total:
+    if total is not None and got.size != total:
         dest.unlink(missing_ok=True)
-        raise OvlError(f"truncated: got {got} of {total} bytes")
+        raise OvlError(f"truncated: got {got.size} of {total} bytes")
     return got
 
 
@@ -125,14 +126,15 @@ def _stream(
     url: str,
     total: int | None,
     deadline: float,
-) -> int:
-    got = 0
+) -> Copied:
+    got, digest = 0, hashlib.sha256()
     shown = time.monotonic()
     with open(dest, "wb") as out:
         for chunk in response.iter_content(CHUNK):
             got += len(chunk)
             if got > ctx.size_cap:
                 raise _Final(f"over the {ctx.size_cap} byte cap")
+            digest.update(chunk)
             out.write(chunk)
             now = time.monotonic()
             if now > deadline:
@@ -141,7 +143,7 @@ def _stream(
                 shown = now
                 of = f" of {total / 1e6:.1f}" if total else ""
                 ctx.console.line("fetch", f"{url} {got / 1e6:.1f}{of} MB")
-    return got
+    return Copied(got, digest.hexdigest())
 
 
 def _reason(exc: Exception) -> str:

@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("/run/ovl"))
     parser.add_argument("--sysroot", type=Path, default=Path("/sysroot"))
     parser.add_argument("--keys-dir", type=Path, default=Path("/etc/ovl/keys"))
+    parser.add_argument("--kmsg", type=Path, default=Path("/dev/kmsg"))
     parser.set_defaults(func=run_boot)
 
 
@@ -42,7 +43,9 @@ def run_boot(args: argparse.Namespace) -> int:
     from agent.cmdline import parse_cmdline, read_cmdline
     from agent.console import Console
 
-    paths = BootPaths(run_dir=args.run_dir, sysroot=args.sysroot, keys_dir=args.keys_dir)
+    paths = BootPaths(
+        run_dir=args.run_dir, sysroot=args.sysroot, keys_dir=args.keys_dir, kmsg=args.kmsg
+    )
     console = Console(kmsg=paths.kmsg)
     try:
         config = parse_cmdline(read_cmdline(args.cmdline, args.defaults))
