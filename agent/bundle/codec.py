@@ -200,9 +200,17 @@ class DecodedStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to `size` decoded bytes (all that is left when negative); b"" at the end."""
+        if size < 0:
+            return self.readall()
         what = self.encoding.compression.value
         try:
-            data = self._stream.read(len(buffer))
+            data = self._stream.read(size)
         except EOFError as exc:
             raise BadInput(f"bundle: truncated {what} stream ({exc})") from None
         except self._corruption as exc:
@@ -212,8 +220,7 @@ class DecodedStream(io.RawIOBase):
             raise BadInput(
                 f"bundle: more than {self._max_bytes} bytes once decompressed (limit reached)"
             )
-        buffer[: len(data)] = data
-        return len(data)
+        return data
 
 
 def open_decoded(raw: BinaryIO, *, max_bytes: int | None = None) -> DecodedStream:

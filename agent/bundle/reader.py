@@ -23,7 +23,7 @@ XATTR_PAX_PREFIX = "SCHILY.xattr."
 # Written by ovl itself in split mode; a bundle must not smuggle overlayfs metadata in.
 _RESERVED_XATTRS = ("trusted.overlay.", "user.overlay.")
 _MAX_HEADER_BYTES = 1 << 20
-_TAR_BUFFER = 1 << 18
+_TAR_BUFFER = 1 << 14  # tarfile copies its unread buffer on every read: keep it small
 _COPY_CHUNK = 1 << 20
 
 

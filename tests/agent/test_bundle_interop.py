@@ -79,7 +79,7 @@ def gnu(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _encode(gnu: Path, producer: str) -> bytes:
     tar = gnu / "bundle.tar"
-    commands = {
+    commands: dict[str, list[str | Path]] = {
         "tar": ["cat", tar],
         "zstd": ["zstd", "-q", "-c", "-19", tar],
         "gzip": ["gzip", "-c", "-9", tar],
