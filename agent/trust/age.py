@@ -63,6 +63,17 @@ def load_identity_file(path: Path) -> list[Identity]:
         raise BadInput(f"{where}: malformed age identity ({exc})") from exc
 
 
+def load_machine_key(path: Path) -> list[Identity]:
+    """The machine's key file (`ovl.key=`): age or SSH identities, else a passphrase file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"key file {path}: {exc.strerror}") from exc
+    if b"AGE-SECRET-KEY-1" in data or b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
+        return load_identity_file(path)
+    return [passphrase_file(path)]
+
+
 def passphrase_file(path: Path) -> Passphrase:
     """A passphrase from the first line of a key file (as `openssl enc -kfile` reads it)."""
     try:

@@ -17,8 +17,10 @@ from agent.errors import BadInput, OvlError
 from agent.trust.minisign import (
     PublicKey,
     Signature,
+    comment_bytes,
     parse_public_key,
     parse_signature,
+    read_text_file,
     verify_bytes,
 )
 
@@ -77,7 +79,8 @@ class TrustStore:
     def load(cls, keys_dir: Path) -> TrustStore:
         """Roots and the (root-signed) revocation list from a keys directory."""
         roots = tuple(
-            parse_public_key(p.read_text(), str(p)) for p in sorted(keys_dir.glob("*.pub"))
+            parse_public_key(read_text_file(p, str(p)), str(p))
+            for p in sorted(keys_dir.glob("*.pub"))
         )
         store = cls(roots)
         revoked_path = keys_dir / REVOKED_FILE
@@ -87,7 +90,7 @@ class TrustStore:
         if not sig_path.exists():
             raise OvlError(f"{revoked_path}: revocation list has no signature {sig_path.name}")
         data = revoked_path.read_bytes()
-        sig = parse_signature(sig_path.read_text(), str(sig_path))
+        sig = parse_signature(read_text_file(sig_path, str(sig_path)), str(sig_path))
         store.verify_by_root(sig, data, str(revoked_path))
         comment_fields(sig.trusted_comment, REVOCATIONS_KIND, str(sig_path))
         return cls(roots, parse_revoked(data.decode()))
@@ -108,7 +111,7 @@ class TrustStore:
         """Check that a root certified the signer key in `signer_pub`, unexpired, unrevoked."""
         signer = parse_public_key(signer_pub, f"{where}: signer key")
         try:
-            self.verify_by_root(cert, signer_pub.encode(), "certificate")
+            self.verify_by_root(cert, comment_bytes(signer_pub), "certificate")
         except OvlError as exc:
             raise OvlError(
                 f"{where}: signer key {signer.id_hex} is not certified by a trusted root ({exc})"

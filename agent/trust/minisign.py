@@ -80,9 +80,26 @@ def _comment(line: str, prefix: str, where: str) -> str:
     return line[len(prefix) :]
 
 
+def read_text_file(path: Path, where: str) -> str:
+    """A key or signature file as text; bytes that are not UTF-8 survive (surrogateescape)."""
+    try:
+        return path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise BadInput(f"{where}: cannot read {path} ({exc.strerror})") from exc
+
+
+def comment_bytes(comment: str) -> bytes:
+    return comment.encode("utf-8", "surrogateescape")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as minisign reads them: split on LF only, a trailing CR dropped."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def parse_public_key(text: str, where: str = "public key") -> PublicKey:
     """A minisign public key from its file text, or from the bare base64 line."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in _lines(text) if line.strip()]
     comment = ""
     if lines and lines[0].startswith(UNTRUSTED):
         comment = _comment(lines.pop(0), UNTRUSTED, where)
@@ -96,7 +113,7 @@ def parse_public_key(text: str, where: str = "public key") -> PublicKey:
 
 def parse_signature(text: str, where: str = "signature") -> Signature:
     """A minisign signature file; lines after the fourth are kept as `trailer`."""
-    lines = text.splitlines()
+    lines = _lines(text)
     if len(lines) < 4:
         raise BadInput(f"{where}: truncated (a minisign signature has 4 lines)")
     untrusted = _comment(lines[0], UNTRUSTED, where)
@@ -142,7 +159,9 @@ def _check_key(key: PublicKey, sig: Signature, where: str) -> None:
         raise OvlError(
             f"{where}: signed by key {sig.key_id_hex}, expected key {key.id_hex}",
         )
-    if not _ed25519_ok(key.key, sig.global_signature, sig.signature + sig.trusted_comment.encode()):
+    if not _ed25519_ok(
+        key.key, sig.global_signature, sig.signature + comment_bytes(sig.trusted_comment)
+    ):
         raise OvlError(f"{where}: trusted comment does not match its signature (tampered)")
 
 

@@ -15,7 +15,13 @@ from agent.errors import BadInput, OvlError
 from agent.trust.age import Identity, Passphrase, decrypt_age, is_age
 from agent.trust.certs import TrustStore, comment_fields
 from agent.trust.legacy import decrypt_legacy, is_legacy
-from agent.trust.minisign import Signature, parse_public_key, parse_signature, verify_file
+from agent.trust.minisign import (
+    Signature,
+    parse_public_key,
+    parse_signature,
+    read_text_file,
+    verify_file,
+)
 from agent.trust.policy import Policy
 from agent.trust.replay import ReplayState
 
@@ -69,12 +75,16 @@ def check_signature(
     """Verify the bundle's signature and the signer's certificate.
 
     Under ovl.require=none a signature that does not match still refuses the bundle (that is
-    tampering), but certification problems only warn.
+    tampering), but certification problems only warn, and a signature without a certificate
+    (so without a key to check it with) is ignored with a warning.
     """
-    sig = parse_signature(signature.read_text(), f"{where}: {signature.name}")
+    sig = parse_signature(read_text_file(signature, where), f"{where}: {signature.name}")
     chain = split_chain(sig, where)
     if chain is None:
-        raise OvlError(f"{where}: signature carries no signer certificate; signer not certified")
+        problem = f"{where}: signature by key {sig.key_id_hex} carries no signer certificate"
+        if policy.needs_signature:
+            raise OvlError(f"{problem}; signer not certified")
+        return Signed(None, None, None, (f"{problem}; not checked (ovl.require={policy})",))
     pub_text, cert = chain
     signer_key = parse_public_key(pub_text, f"{where}: signer key")
     warnings: list[str] = []

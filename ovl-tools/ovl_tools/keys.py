@@ -32,6 +32,7 @@ from agent.trust.minisign import (
     PublicKey,
     Signature,
     blake2b_file,
+    comment_bytes,
     key_id_hex,
     parse_public_key,
     parse_signature,
@@ -146,7 +147,7 @@ def sign(
         key_id=key.key_id,
         signature=signature,
         trusted_comment=trusted_comment,
-        global_signature=key.sign(signature + trusted_comment.encode()),
+        global_signature=key.sign(signature + comment_bytes(trusted_comment)),
         untrusted_comment=untrusted_comment,
         trailer=trailer,
     )

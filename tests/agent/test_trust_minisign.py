@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ovl_tools.keys import load_secret_key, new_signing_pair, sign_file
 
 from agent.errors import BadInput, OvlError
 from agent.trust.minisign import (
+    PublicKey,
     parse_public_key,
     parse_signature,
     verify_bytes,
@@ -158,3 +162,27 @@ def test_other_key_is_named_in_the_refusal(signed: tuple[Path, Path, Path], tmp_
 def test_malformed_signature_is_bad_input(text: str) -> None:
     with pytest.raises(BadInput):
         parse_signature(text)
+
+
+@given(st.text(max_size=400))
+def test_any_text_parses_or_is_bad_input(text: str) -> None:
+    for parse in (parse_signature, parse_public_key):
+        with contextlib.suppress(BadInput):
+            parse(text)
+
+
+@given(
+    st.binary(min_size=74, max_size=74),
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=80),
+)
+def test_random_signature_blobs_never_verify(blob: bytes, comment: str) -> None:
+    import base64
+
+    key = PublicKey(blob[2:10], bytes(32))
+    text = (
+        f"untrusted comment: x\n{base64.b64encode(b'ED' + blob[2:]).decode()}\n"
+        f"trusted comment: {comment}\n{base64.b64encode(blob[10:]).decode()}\n"
+    )
+    sig = parse_signature(text)
+    with pytest.raises(OvlError):
+        verify_bytes(key, sig, b"message", "m")

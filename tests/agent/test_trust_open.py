@@ -13,7 +13,7 @@ from ovl_tools.keys import certify, new_node_identity, new_signing_pair, revoke
 from ovl_tools.seal import load_recipients, seal_bundle
 
 from agent.errors import OvlError
-from agent.trust.age import Passphrase, load_identity_file
+from agent.trust.age import AgeIdentity, Passphrase, load_identity_file, load_machine_key
 from agent.trust.certs import TrustStore
 from agent.trust.open import Opened, open_sealed
 from agent.trust.policy import Policy, parse_policy
@@ -40,13 +40,15 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path)
 
 
-def _seal(pki: Pki, tmp_path: Path, serial: int = 5, encrypt: bool = True, **kw: object) -> Path:
+def _seal(
+    pki: Pki, tmp_path: Path, serial: int = 5, encrypt: bool = True, certificate: Path | None = None
+) -> Path:
     out = tmp_path / "ship" / f"fleet-{serial}.ovl"
     seal_bundle(
         _bundle(tmp_path / "plain.ovl"),
         out,
-        signer_key=kw.pop("signer_key", pki.signer_key),  # type: ignore[arg-type]
-        certificate=kw.pop("certificate", pki.cert),  # type: ignore[arg-type]
+        signer_key=pki.signer_key,
+        certificate=certificate or pki.cert,
         name="fleet",
         serial=serial,
         recipients=load_recipients(pki.node_recipient) if encrypt else [],
@@ -180,3 +182,22 @@ def test_legacy_openssl_input_needs_allow_legacy(pki: Pki, tmp_path: Path) -> No
     legacy.write_bytes(b"U2FsdGVkX1+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
     with pytest.raises(OvlError, match="legacy openssl-encrypted bundle refused"):
         open_sealed(legacy, None, NONE, TrustStore.load(pki.keys), [Passphrase("x", "t")], None)
+
+
+def test_signature_without_certificate_is_refused_or_ignored_by_policy(
+    pki: Pki, tmp_path: Path
+) -> None:
+    out = _seal(pki, tmp_path, encrypt=False)
+    sig = out.with_name(out.name + ".minisig")
+    sig.write_text("".join(sig.read_text().splitlines(keepends=True)[:4]))
+    with pytest.raises(OvlError, match="carries no signer certificate; signer not certified"):
+        _open(pki, out)
+    opened = _open(pki, out, NONE)
+    assert opened.signer is None and "not checked" in opened.warnings[0]
+
+
+def test_machine_key_file_is_an_identity_or_a_passphrase(pki: Pki, tmp_path: Path) -> None:
+    assert isinstance(load_machine_key(pki.node_identity)[0], AgeIdentity)
+    legacy = tmp_path / "legacy.key"
+    legacy.write_text("hunter2\n")
+    assert load_machine_key(legacy) == [Passphrase("hunter2", str(legacy))]
