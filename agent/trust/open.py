@@ -127,11 +127,7 @@ def open_sealed(
         signed = check_signature(bundle, signature, policy, trust, where)
     warnings = list(signed.warnings)
     if state is not None and signed.name is not None and signed.serial is not None:
-        last = state.highest(signed.name)
-        if policy.allow_rollback and last is not None and signed.serial < last:
-            warnings.append(f"{where}: serial {signed.serial} older than {last}, allow-rollback")
-        elif not policy.allow_rollback:
-            state.check(signed.name, signed.serial, where)
+        warnings += _check_replay(state, signed.name, signed.serial, policy, where)
     with bundle.open("rb") as stream:
         head = stream.read(64)
     plain, encrypted = bundle, False
@@ -143,7 +139,8 @@ def open_sealed(
                 f"{where}: legacy openssl-encrypted bundle refused (unauthenticated;"
                 " ovl.require=...,allow-legacy accepts it)"
             )
-        warnings.append(f"{where}: legacy openssl format: encrypted but not authenticated")
+        integrity = "the signature" if signed.signer else "nothing"
+        warnings.append(f"{where}: legacy openssl format (AES-CBC); authenticated by {integrity}")
         plain, encrypted = _decrypt_to_temp(bundle, identities, where, legacy=True), True
     elif policy.needs_encryption:
         raise OvlError(f"{where}: plaintext bundle refused (ovl.require={policy})")
@@ -152,6 +149,19 @@ def open_sealed(
     if state is not None and signed.name is not None and signed.serial is not None:
         state.accept(signed.name, signed.serial)
     return Opened(plain, signed.signer, signed.serial, encrypted, tuple(warnings))
+
+
+def _check_replay(
+    state: ReplayState, name: str, serial: int, policy: Policy, where: str
+) -> list[str]:
+    """Refuse an older serial, or with allow-rollback accept it with a warning."""
+    if not policy.allow_rollback:
+        state.check(name, serial, where)
+        return []
+    last = state.highest(name)
+    if last is not None and serial < last:
+        return [f"{where}: serial {serial} older than {last}, accepted (allow-rollback)"]
+    return []
 
 
 def _decrypt_to_temp(bundle: Path, identities: list[Identity], where: str, *, legacy: bool) -> Path:

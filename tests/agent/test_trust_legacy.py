@@ -76,7 +76,7 @@ def test_openssl_key_file_decrypts_through_open_sealed_with_a_warning(tmp_path: 
         None,
     )
     assert opened.encrypted and opened.path.read_bytes() == plain
-    assert "not authenticated" in opened.warnings[0]
+    assert "authenticated by nothing" in opened.warnings[0]
     assert zlib.decompress(opened.path.read_bytes())[257:262] == b"ustar"
 
 
