@@ -189,3 +189,12 @@ def test_apply_order_is_numeric_then_by_name_whatever_the_input_order(
     assert {layer.dirname for layer in ordered} == {
         name for name in names if layer_matches(parse_layer_name(name), facts)
     }
+
+
+@given(value=_value, key=st.sampled_from(["release", "kernel", "arch"]))
+def test_a_typed_value_keeps_its_dashes(value: str, key: str) -> None:
+    layer = parse_layer_name(f"10-{key}={value}")
+    assert layer.favors == (Favor(FavorKey(key), value),)
+    fact = {"release": "kernel_release", "kernel": "kernel", "arch": "arch"}[key]
+    assert layer_matches(layer, Facts(**{fact: value}))  # type: ignore[arg-type]
+    assert not layer_matches(layer, Facts(**{fact: value + "-x"}))  # type: ignore[arg-type]
