@@ -203,3 +203,15 @@ def test_hardlinks_never_cross_layers(tmp_path: Path) -> None:
     ).stdout
     assert "layers/10-x86_64/hostname2 link to layers/10-x86_64/hostname\n" in listing
     assert "layers/10-x86_64/hostname link to" not in listing
+
+
+@pytest.mark.subprocess
+def test_armoured_bundle_unwraps_with_coreutils_base64_then_zstd_and_tar(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    bundle = tmp_path / "b.txt"
+    pack_directory(src, bundle, PackOptions(armor=True))
+    body = b"".join(bundle.read_bytes().splitlines(keepends=True)[1:-1])
+    compressed = subprocess.run(["base64", "-d"], input=body, capture_output=True, check=True)
+    (tmp_path / "b.zst").write_bytes(compressed.stdout)
+    out = gnu_extract(tmp_path / "b.zst", tmp_path / "out", ["zstd", "-dc"])
+    assert_same_tree(src, out)
