@@ -34,7 +34,7 @@ CMDLINE = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.root=/dev/vda ovl.r
 def sample_fleet(kernel: Kernel) -> dict[str, str]:
     """The demo bundle: files for every machine, then layers chosen by this VM's facts."""
     return {
-        "ovl.json": json.dumps({"name": "demo fleet", "serial": 1, "description": "./dev demo"}),
+        "ovl.json": json.dumps({"name": "demo-fleet", "serial": 1, "description": "./dev demo"}),
         "etc/motd": "Welcome to a machine booted by ovl\n",
         f"layers/10-{DEMO_MAC}/etc/hostname": "demo-vm\n",
         f"layers/10-{OTHER_MAC}/etc/hostname": "some-other-machine\n",

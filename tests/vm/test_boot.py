@@ -24,10 +24,10 @@ pytestmark = pytest.mark.vm
 
 ALPHA_MAC, ALPHA_UUID = "52:54:00:0a:00:01", "a1a1a1a1-0000-4000-8000-000000000001"
 BETA_MAC, BETA_UUID = "52:54:00:0a:00:02", "b2b2b2b2-0000-4000-8000-000000000002"
-# Unsigned bundles: trust has its own scenario; the default ovl.require=signed would refuse them.
-FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5 ovl.require=none"
+# Bundles are sealed by the session signer; the agent's default is ovl.require=signed.
+FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5"
 ON_IMAGE = f"{FETCH} ovl.root=/dev/vda"
-MANIFEST = json.dumps({"name": "vm-test fleet", "serial": 1})
+MANIFEST = json.dumps({"name": "vm-test-fleet", "serial": 1})
 
 PackBundle = Callable[[str, dict[str, str]], Path]
 BootVm = Callable[..., GuestReport]
