@@ -208,3 +208,24 @@ def test_per_machine_outputs_hold_only_matching_layers_for_each_key(
             open_sealed(
                 sealed, Path(f"{sealed}.minisig"), parse_policy("signed"), store, other, None
             )
+
+
+def test_armoured_plaintext_seal_still_scans(pki: Pki, tmp_path: Path) -> None:
+    out = tmp_path / "fleet.ovl.asc"
+    assert _seal(pki, _bundle(tmp_path), out, "--armor") == 0
+    assert out.read_bytes().startswith(b"-----BEGIN OVL BUNDLE-----\n")
+    opened = open_sealed(
+        out, Path(f"{out}.minisig"), parse_policy("signed"), TrustStore.load(pki.keys), [], None
+    )
+    with opened.path.open("rb") as source:
+        assert scan_bundle(source).manifest is not None
+
+
+def test_key_commands_refuse_overwrites_and_bad_dates(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "signer-new", "alice", "-d", str(pki.signer_key.parent)]) == 2
+    assert "refusing to overwrite a key" in capsys.readouterr().err
+    argv = ["keys", "certify", "--root", str(pki.root_key), str(pki.signer_pub), "--name", "a"]
+    assert main([*argv, "--expires", "next tuesday", "-o", str(tmp_path / "c")]) == 2
+    assert "--expires 'next tuesday'" in capsys.readouterr().err
