@@ -10,11 +10,12 @@ from typing import BinaryIO, Protocol, cast
 
 import zstandard
 
+from agent.bundle.armour import BEGIN_LINE, END_LINE
 from agent.bundle.codec import Compression
 from agent.errors import BadInput
 
-ARMOR_BEGIN = b"-----BEGIN OVL BUNDLE-----\n"
-ARMOR_END = b"-----END OVL BUNDLE-----\n"
+ARMOR_BEGIN = BEGIN_LINE + b"\n"
+ARMOR_END = END_LINE + b"\n"
 # 57 raw bytes encode to exactly one 76-character base64 line.
 _ARMOR_CHUNK = 57
 
@@ -132,8 +133,8 @@ def open_encoder(out: BinaryIO, compression: Compression, level: int | None, arm
     chosen = default if level is None else level
     if not low <= chosen <= high:
         raise BadInput(f"--level {chosen}: {compression.value} takes {low}..{high}")
-    armored: list[Sink] = [ArmorWriter(out)] if armor else []
-    below: Sink | BinaryIO = armored[0] if armored else out
+    armour = ArmorWriter(out) if armor else None
+    below: Sink | BinaryIO = out if armour is None else armour
     compressor: Sink
     match compression:
         case Compression.ZSTD:
@@ -146,20 +147,20 @@ def open_encoder(out: BinaryIO, compression: Compression, level: int | None, arm
             compressor = _XzWriter(below, chosen)
         case Compression.NONE:
             compressor = _Passthrough(below)
-    return _Chain(compressor, armored)
+    return _Encoder(compressor, armour)
 
 
-class _Chain:
-    """Finishes the compressor first, then the armour beneath it."""
+class _Encoder:
+    """The compressor, and the armour below it; finishing flushes them in that order."""
 
-    def __init__(self, top: Sink, below: list[Sink]) -> None:
-        self._top = top
-        self._below = below
+    def __init__(self, compressor: Sink, armour: ArmorWriter | None) -> None:
+        self._compressor = compressor
+        self._armour = armour
 
     def write(self, data: bytes, /) -> int:
-        return self._top.write(data)
+        return self._compressor.write(data)
 
     def finish(self) -> None:
-        self._top.finish()
-        for writer in self._below:
-            writer.finish()
+        self._compressor.finish()
+        if self._armour is not None:
+            self._armour.finish()
