@@ -8,6 +8,7 @@ Nothing is held in memory beyond one copy buffer, and the output appears only on
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -78,8 +79,10 @@ def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
 def _xattrs(path: str) -> dict[str, str]:
     try:
         names = sorted(os.listxattr(path, follow_symlinks=False))
-    except OSError:
-        return {}
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP:  # a filesystem without xattrs
+            return {}
+        raise
     headers = {}
     for name in names:
         if name.startswith(_XATTR_NAMESPACES) and not name.startswith(_OVERLAY_XATTRS):
@@ -141,6 +144,8 @@ def _check_bundle_tree(src: Path) -> None:
     if manifest.exists():
         parse_manifest(manifest.read_bytes(), str(manifest))
     layers = src / "layers"
+    if layers.is_symlink():
+        raise BadInput(f"{layers}: must be a directory, not a symlink")
     if not layers.is_dir():
         return
     for entry in sorted(layers.iterdir()):
