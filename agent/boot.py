@@ -87,11 +87,6 @@ def boot(
     console = console or Console(kmsg=paths.kmsg)
     start = time.monotonic()
     report, mounts = Report(), MountStack()
-    # A rerun after ovl.break, or after a crash, starts from a clean slate.
-    umount_below(paths.sysroot)
-    umount_below(paths.run_dir, including=False)  # /run/ovl may be a tmpfs of its own
-    for stale in ("layers", "fetched", "lower", "upper", "work"):
-        shutil.rmtree(paths.run_dir / stale, ignore_errors=True)
     ctx = FetchContext(
         work_dir=paths.run_dir / "mnt",
         timeout=config.timeout,
@@ -100,9 +95,9 @@ def boot(
         proxy=config.proxy,
         sysfs_root=paths.sysfs,
     )
-    state = _Boot(config, paths, console, report, ctx)
     try:
-        handover = _assemble(state)
+        _clean_slate(paths)
+        handover = _assemble(_Boot(config, paths, console, report, ctx))
     except _Break as stop:
         console.line("break", f"stopping before {stop.phase.value}: shell requested by ovl.break")
         handover = Handover(break_at=stop.phase)
@@ -126,6 +121,21 @@ def boot(
     return handover
 
 
+def _clean_slate(paths: BootPaths) -> None:
+    """Undo what an earlier run (before an ovl.break, or one that crashed) left behind."""
+    umount_below(paths.sysroot)
+    umount_below(paths.run_dir, including=False)  # /run/ovl may be a tmpfs of its own
+    for stale in ("layers", "fetched", "lower", "upper", "work"):
+        shutil.rmtree(paths.run_dir / stale, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    channel: Channel
+    fetched: Fetched
+    applied: ApplyResult
+
+
 def _assemble(boot: _Boot) -> Handover:
     config, report, console = boot.config, boot.report, boot.console
     for warning in config.warnings:
@@ -141,24 +151,24 @@ def _assemble(boot: _Boot) -> Handover:
     candidates: list[Channel] = [*config.channels, *([CacheChannel(cache)] if cache else [])]
     chosen = None
     for channel in candidates:
-        opened_pair = _fetch_and_open(boot, channel, verifier)
-        if opened_pair is None:
+        opened = _fetch_and_open(boot, channel, verifier)
+        if opened is None:
             continue
         boot.stop_before(Phase.APPLY)
-        applied = _apply(boot, channel, opened_pair, facts, builder)
+        applied = _apply(boot, channel, opened, facts, builder)
         if applied is not None:
-            chosen = (channel, opened_pair[0], applied)
+            chosen = _Chosen(channel, opened[0], applied)
             break
     if chosen is None:
         _no_bundle(boot)
     boot.stop_before(Phase.STACK)
     with report.phase("stack"):
-        builder.finish(chosen[2] if chosen else None)
+        builder.finish(chosen.applied if chosen else None)
     report.root = builder.describe()
     details = ", ".join(f"{k} {v}" for k, v in report.root.items() if k != "mode" and v)
     console.line("stack", f"{report.root['mode']} root on {boot.paths.sysroot}: {details}")
-    if chosen and cache and not isinstance(chosen[0], CacheChannel):
-        _remember(boot, cache, chosen[0], chosen[1], verifier)
+    if chosen and cache and not isinstance(chosen.channel, CacheChannel):
+        _remember(boot, cache, chosen.channel, chosen.fetched, verifier)
     boot.stop_before(Phase.HANDOVER)
     return Handover(root=boot.paths.sysroot, init=config.init)
 

@@ -36,10 +36,18 @@ REPLAY = "replay.json"
 class Cache:
     location: PartPath
     _device: str | None = None
+    _missing: OvlError | None = None
 
     def _find(self, ctx: FetchContext) -> str:
+        # Waited for once per boot: a missing cache disk must not cost the timeout twice.
+        if self._missing is not None:
+            raise self._missing
         if self._device is None:
-            self._device = find_device(self.location.device, timeout=ctx.timeout)
+            try:
+                self._device = find_device(self.location.device, timeout=ctx.timeout)
+            except OvlError as exc:
+                self._missing = exc
+                raise
         return self._device
 
     @contextlib.contextmanager

@@ -317,3 +317,15 @@ def test_persistent_upper_that_is_missing_falls_back_to_tmpfs(machine: Machine) 
     _assert_fleet_root(booted)
     assert booted.report["root"]["upper"] == "tmpfs"
     assert "using tmpfs" in booted.report["root"]["notes"][0]
+
+
+def test_missing_cache_disk_is_waited_for_once_and_the_boot_goes_on(machine: Machine) -> None:
+    import time
+
+    start = time.monotonic()
+    booted = machine.boot(
+        f"ovl=file:{machine.tmp}/none.ovl ovl.cache=part:LABEL=absent{os.getpid()}:/c ovl.timeout=1"
+    )
+    _assert_bare_image(booted)
+    assert time.monotonic() - start < 1.9
+    assert any("did not appear within 1 s" in e for e in booted.report["recoverable_errors"])

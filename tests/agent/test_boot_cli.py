@@ -1,0 +1,75 @@
+"""`ovl-agent boot` and `facts` as the initramfs runs them: a process, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.facts import Facts
+
+pytestmark = pytest.mark.subprocess
+
+
+def _agent(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_facts_json_is_the_documented_shape() -> None:
+    proc = _agent("facts", "--json")
+    assert proc.returncode == 0, proc.stderr
+    facts = Facts.from_json(json.loads(proc.stdout))
+    assert facts.kernel == "Linux" and facts.arch
+
+
+def test_malformed_cmdline_is_an_emergency_with_one_line(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("ovl.mode=ext4 quiet\n")
+    run_dir = tmp_path / "run"
+    proc = _agent(
+        "boot",
+        "--cmdline",
+        cmdline,
+        "--defaults",
+        tmp_path / "none",
+        "--run-dir",
+        run_dir,
+        "--sysroot",
+        tmp_path / "sysroot",
+        "--kmsg",
+        "/dev/null",
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == "ovl: cmdline: ovl.mode=ext4: expected one of overlay, btrfs, zfs\n"
+    assert (run_dir / "handover").read_text() == (
+        "EMERGENCY='ovl.mode=ext4: expected one of overlay, btrfs, zfs'\n"
+    )
+
+
+def test_break_exits_zero_and_no_break_ignores_it(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("ovl.break=fetch ovl.require=none\n")
+    common: list[str | Path] = [
+        "--cmdline",
+        cmdline,
+        "--defaults",
+        tmp_path / "none",
+        "--run-dir",
+        tmp_path / "run",
+        "--sysroot",
+        tmp_path / "sysroot",
+        "--kmsg",
+        "/dev/null",
+    ]
+    stopped = _agent("boot", *common)
+    assert stopped.returncode == 0
+    assert (tmp_path / "run" / "handover").read_text() == "BREAK=fetch\n"
+    rerun = _agent("boot", "--no-break", *common)
+    # No image and no bundle: nothing to boot, which the hand-over says.
+    assert rerun.returncode == 1
+    assert (tmp_path / "run" / "handover").read_text().startswith("EMERGENCY=")
