@@ -24,6 +24,7 @@ UNTRUSTED = "untrusted comment: "
 TRUSTED = "trusted comment: "
 LEGACY = b"Ed"
 PREHASHED = b"ED"
+MAX_TEXT_BYTES = 64 << 10  # far above any key, signature or certificate; a fetched file is hostile
 
 
 def key_id_hex(key_id: bytes) -> str:
@@ -83,9 +84,13 @@ def _comment(line: str, prefix: str, where: str) -> str:
 def read_text_file(path: Path, where: str) -> str:
     """A key or signature file as text; bytes that are not UTF-8 survive (surrogateescape)."""
     try:
-        return path.read_bytes().decode("utf-8", "surrogateescape")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
         raise BadInput(f"{where}: cannot read {path} ({exc.strerror})") from exc
+    if len(data) > MAX_TEXT_BYTES:
+        raise BadInput(f"{where}: {path.name} is larger than {MAX_TEXT_BYTES} bytes")
+    return data.decode("utf-8", "surrogateescape")
 
 
 def comment_bytes(comment: str) -> bytes:

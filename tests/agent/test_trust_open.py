@@ -12,7 +12,7 @@ import pytest
 from ovl_tools.keys import certify, new_node_identity, new_signing_pair, revoke
 from ovl_tools.seal import load_recipients, seal_bundle
 
-from agent.errors import OvlError
+from agent.errors import BadInput, OvlError
 from agent.trust.age import AgeIdentity, Passphrase, load_identity_file, load_machine_key
 from agent.trust.certs import TrustStore
 from agent.trust.open import Opened, open_sealed
@@ -201,3 +201,11 @@ def test_machine_key_file_is_an_identity_or_a_passphrase(pki: Pki, tmp_path: Pat
     legacy = tmp_path / "legacy.key"
     legacy.write_text("hunter2\n")
     assert load_machine_key(legacy) == [Passphrase("hunter2", str(legacy))]
+
+
+def test_oversized_signature_file_is_bad_input(pki: Pki, tmp_path: Path) -> None:
+    out = _seal(pki, tmp_path, encrypt=False)
+    sig = out.with_name(out.name + ".minisig")
+    sig.write_bytes(sig.read_bytes() + b"#" * (65 << 10))
+    with pytest.raises(BadInput, match="larger than 65536 bytes"):
+        _open(pki, out)
