@@ -12,16 +12,14 @@ A machine's facts are `defaults` overlaid key by key with its own entry.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from agent.errors import BadInput
 from agent.facts import Facts, normalize_mac
 
-FACT_KEYS = frozenset(
-    {"macs", "product_uuid", "volume_uuids", "kernel", "kernel_release", "arch", "extra"}
-)
+FACT_KEYS = frozenset(field.name for field in fields(Facts))
 _TOP_KEYS = frozenset({"$schema", "version", "defaults", "machines"})
 
 
