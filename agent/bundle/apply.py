@@ -13,7 +13,7 @@ from agent.bundle.commit import DirState, Journal, commit_merged, commit_split
 from agent.bundle.manifest import Manifest
 from agent.bundle.reader import DEFAULT_LIMITS, BundleReader, Limits
 from agent.bundle.stage import LayerDir
-from agent.errors import BadInput
+from agent.errors import BadInput, OvlError
 from agent.facts import Facts
 from agent.favors import LayerName, apply_order, layer_matches
 
@@ -84,7 +84,10 @@ def apply_bundle(
     overlayfs form. split=False: all merged into `target`, whiteouts applied as deletions.
     On any error the target is left as it was.
     """
-    staging = _Staging(target)
+    try:
+        staging = _Staging(target)
+    except OSError as exc:
+        raise OvlError(f"cannot stage a bundle beside {target}: {exc.strerror or exc}") from None
     try:
         reader = BundleReader(source, limits)
         staged = _stage(reader, facts, staging.layers_dir, split)
@@ -94,6 +97,9 @@ def apply_bundle(
         else:
             commit_merged(staged, dest, staging.journal, staging.keep)
         staging.finish()
+    except OSError as exc:
+        staging.abandon()
+        raise OvlError(f"cannot apply the bundle to {target}: {exc.strerror or exc}") from None
     except BaseException:
         staging.abandon()
         raise

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import Any, BinaryIO
 
 from agent.bundle.codec import DecodedStream, Encoding, open_decoded
-from agent.bundle.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from agent.bundle.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from agent.bundle.paths import Parts, member_parts, show, symlink_climbs_out
 from agent.errors import BadInput
 from agent.favors import LayerName, parse_layer_name
@@ -188,7 +188,7 @@ class BundleReader:
 
     def copy_data(self, entry: Entry, fd: int) -> int:
         """Write a regular file's data to `fd`; returns the byte count."""
-        stream = self._data(entry)
+        stream = self._data(entry.info)
         written = 0
         while chunk := self._read(stream, _COPY_CHUNK):
             written += len(chunk)
@@ -197,9 +197,9 @@ class BundleReader:
                 view = view[os.write(fd, view) :]
         return written
 
-    def _data(self, entry: Entry) -> Any:
-        assert self._tar is not None, "copy_data() outside entries()"
-        return self._tar.extractfile(entry.info)
+    def _data(self, info: tarfile.TarInfo) -> Any:
+        assert self._tar is not None, "entry data read outside entries()"
+        return self._tar.extractfile(info)
 
     def _read(self, stream: Any, size: int) -> bytes:
         try:
@@ -230,8 +230,7 @@ class BundleReader:
             self._read_manifest(info)
             return None
         entry = self._entry(info, layer, parts)
-        key = "" if layer is None else layer.dirname
-        self._paths.setdefault(key, _LayerPaths()).declare(entry, name)
+        self._paths.setdefault(entry.layer_dirname, _LayerPaths()).declare(entry, name)
         return entry
 
     def _folder(self, info: tarfile.TarInfo, layer: LayerName | None) -> Entry | None:
@@ -254,21 +253,16 @@ class BundleReader:
             raise BadInput(f"bundle entry {info.name!r}: the manifest must be a regular file")
         if self.manifest is not None:
             raise BadInput(f"bundle entry {info.name!r}: a second manifest")
-        if info.size > 64 * 1024:
-            raise BadInput(f"bundle entry {info.name!r}: manifest larger than 64 KiB")
-        self.manifest = parse_manifest(self._read(self._data_of(info), info.size), info.name)
-
-    def _data_of(self, info: tarfile.TarInfo) -> Any:
-        assert self._tar is not None
-        return self._tar.extractfile(info)
+        if info.size > MAX_MANIFEST_BYTES:
+            raise BadInput(f"bundle entry {info.name!r}: manifest over {MAX_MANIFEST_BYTES} bytes")
+        self.manifest = parse_manifest(self._read(self._data(info), info.size), info.name)
 
     def _entry(self, info: tarfile.TarInfo, layer: LayerName | None, parts: Parts) -> Entry:
         name = info.name
         for key in info.pax_headers:
-            if key.startswith(XATTR_PAX_PREFIX) and key[len(XATTR_PAX_PREFIX) :].startswith(
-                _RESERVED_XATTRS
-            ):
-                raise BadInput(f"bundle entry {name!r}: reserved xattr {key[13:]}")
+            xattr = key[len(XATTR_PAX_PREFIX) :]
+            if key.startswith(XATTR_PAX_PREFIX) and xattr.startswith(_RESERVED_XATTRS):
+                raise BadInput(f"bundle entry {name!r}: reserved xattr {xattr}")
         leaf = parts[-1]
         if leaf.startswith(WHITEOUT_PREFIX):
             return Entry(layer, *self._whiteout(info, parts))
@@ -310,7 +304,11 @@ class BundleReader:
         return (*parts[:-1], hidden), Kind.WHITEOUT, info
 
     def _hardlink_target(self, info: tarfile.TarInfo, layer: LayerName | None) -> Parts:
-        target = member_parts(info.linkname)
+        try:
+            target = member_parts(info.linkname)
+        except BadInput:
+            where = f"bundle entry {info.name!r}: hardlink to {info.linkname!r}"
+            raise BadInput(f"{where} leads outside the bundle") from None
         if layer is not None:
             if target[:2] != (LAYERS_DIR, layer.dirname):
                 raise BadInput(
@@ -321,7 +319,7 @@ class BundleReader:
             raise BadInput(
                 f"bundle entry {info.name!r}: hardlink to {info.linkname!r} outside its layer"
             )
-        paths = self._paths.get("" if layer is None else layer.dirname)
+        paths = self._paths.get("base" if layer is None else layer.dirname)
         known = paths.kinds.get(target) if paths else None
         if known not in (Kind.FILE, Kind.HARDLINK):
             raise BadInput(

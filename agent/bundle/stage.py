@@ -3,6 +3,7 @@ mtimes, as they stream past (os-level calls only: boot time counts)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from pathlib import Path
@@ -16,11 +17,16 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DEVICE_TYPES = {Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK, Kind.FIFO: stat.S_IFIFO}
 
 
+@functools.cache
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
 def set_metadata(path: str, entry: Entry) -> None:
     """Give `path` the owner (when root), mode, xattrs and mtime recorded in `entry`."""
     info = entry.info
     is_link = entry.kind is Kind.SYMLINK
-    if os.geteuid() == 0:
+    if _as_root():
         os.chown(path, info.uid, info.gid, follow_symlinks=False)
     if not is_link:  # Linux has no lchmod; a symlink's mode means nothing
         os.chmod(path, info.mode & 0o7777)
@@ -32,7 +38,7 @@ def set_metadata(path: str, entry: Entry) -> None:
 
 def _set_file_metadata(fd: int, entry: Entry) -> None:
     info = entry.info
-    if os.geteuid() == 0:
+    if _as_root():
         os.fchown(fd, info.uid, info.gid)  # before chmod: chown clears set-id bits
     os.fchmod(fd, info.mode & 0o7777)
     for name, value in entry.xattrs().items():
@@ -57,7 +63,8 @@ class LayerDir:
         self.dirs: dict[Parts, Entry] = {}  # declared directories; metadata set by finish()
         self.files = 0
         self.bytes = 0
-        self._made: set[Parts] = {()}
+        self._made: set[Parts] = {()}  # directories known to exist
+        self._written: set[Parts] = set()  # everything else written so far
         os.mkdir(root, 0o755)
         os.chmod(root, 0o755)
 
@@ -95,13 +102,14 @@ class LayerDir:
             return
         self._mkdirs(parts[:-1])
         path = self.path(parts)
-        if os.path.lexists(path):  # the same path again later in the stream: the last wins
+        if kind is Kind.WHITEOUT and not self.overlay_whiteouts:
+            self.whiteouts.append(parts)
+            return
+        if parts in self._written:  # the same path again later in the stream: the last wins
             os.unlink(path)
+        self._written.add(parts)
         if kind is Kind.WHITEOUT:
-            if self.overlay_whiteouts:
-                os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
-            else:
-                self.whiteouts.append(parts)
+            os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
             return
         self.files += 1
         if kind is Kind.FILE:
