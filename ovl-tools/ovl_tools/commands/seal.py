@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.per_machine:
         if args.recipient or args.passphrase:
             raise BadInput("--per-machine takes recipients from --recipients-dir, not -r/-p")
+        if args.name is not None or args.serial is not None:
+            raise BadInput("--per-machine takes name and serial from the bundle's ovl.json")
         results = seal_per_machine(
             args.bundle,
             args.per_machine,
