@@ -42,6 +42,9 @@ class HttpChannel:
 
         with requests.Session() as session:
             session.trust_env = False  # the command line, not the environment, names a proxy
+            # The initramfs may carry the distribution's CA bundle (the /init shim exports it);
+            # otherwise requests' own (certifi) is used.
+            session.verify = os.environ.get("SSL_CERT_FILE") or True
             if ctx.proxy:
                 session.proxies = {"http": ctx.proxy, "https": ctx.proxy}
             for attempt in range(1, ATTEMPTS + 1):
@@ -106,7 +109,9 @@ def download(
             got = _stream(response, dest, ctx, url, total, deadline)
     except requests.RequestException as exc:
         dest.unlink(missing_ok=True)
-        raise OvlError(_reason(exc)) from None
+        # An untrusted certificate stays untrusted: no point in trying again.
+        final = isinstance(exc, requests.exceptions.SSLError)
+        raise (_Final if final else OvlError)(_reason(exc)) from None
     except OvlError:
         dest.unlink(missing_ok=True)
         raise
@@ -155,6 +160,8 @@ def _reason(exc: Exception) -> str:
         return "read timed out"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "truncated: connection closed mid-transfer"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake failed (certificate not trusted?)"
     if isinstance(exc, requests.exceptions.ProxyError):
         return "proxy refused or unreachable"
     if isinstance(exc, requests.ConnectionError):

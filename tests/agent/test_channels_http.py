@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import ipaddress
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +156,60 @@ def test_gist_fetches_the_raw_file_below_the_base(server: LoopbackServer, tmp_pa
     channel.fetch(tmp_path / "b.ovl", _ctx(tmp_path))
     assert (tmp_path / "b.ovl").read_bytes() == b"-----BEGIN OVL BUNDLE-----\n"
     assert channel.describe() == "gist:abc123/fleet.txt"
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with the cryptography library."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_trusts_the_ca_bundle_the_shim_names_and_refuses_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    with LoopbackServer() as srv:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
+        url = srv.serve("/fleet.ovl", BODY).replace("http://", "https://")
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(OvlError, match="TLS handshake failed"):
+            HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path, timeout=2))
+        assert srv.log.seen == []  # refused before any request, and not retried
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
+    assert (tmp_path / "b.ovl").read_bytes() == BODY
