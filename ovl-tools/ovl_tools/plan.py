@@ -25,11 +25,20 @@ class LayerPlan:
 
 
 @dataclass(frozen=True)
+class PlannedPath:
+    path: str
+    kind: str  # agent.bundle.reader.Kind value
+    size: int
+    layer: str  # the layer whose entry wins
+
+
+@dataclass(frozen=True)
 class MachinePlan:
     machine: str
     layers: tuple[LayerPlan, ...]  # base first, in apply order
     files: int  # non-directories left once every layer is merged
     bytes: int  # their regular file content
+    paths: tuple[PlannedPath, ...]  # those non-directories, in path order
 
 
 def layers_for(info: BundleInfo, facts: Facts) -> list[LayerInfo]:
@@ -43,7 +52,7 @@ def _below(path: str) -> str:
     return "" if path == "." else path + "/"
 
 
-def _delete(tree: dict[str, EntryInfo], path: str, keep_top: bool) -> None:
+def _delete(tree: dict[str, tuple[str, EntryInfo]], path: str, keep_top: bool) -> None:
     """Remove `path` and everything below it (only what is below, with keep_top)."""
     prefix = _below(path)
     doomed = [p for p in tree if p.startswith(prefix)]
@@ -53,9 +62,10 @@ def _delete(tree: dict[str, EntryInfo], path: str, keep_top: bool) -> None:
         tree.pop(p, None)
 
 
-def merged_tree(layers: list[LayerInfo]) -> dict[str, EntryInfo]:
-    """Path → the entry that wins once `layers` are merged in order (whiteouts applied)."""
-    tree: dict[str, EntryInfo] = {}
+def merged_tree(layers: list[LayerInfo]) -> dict[str, tuple[str, EntryInfo]]:
+    """Path → (layer name, entry) that wins once `layers` are merged in order, whiteouts
+    applied."""
+    tree: dict[str, tuple[str, EntryInfo]] = {}
     for layer in layers:
         # A layer's whiteouts hide only what the layers before it wrote.
         for entry in layer.entries:
@@ -65,10 +75,11 @@ def merged_tree(layers: list[LayerInfo]) -> dict[str, EntryInfo]:
             if entry.kind in _DELETIONS:
                 continue
             earlier = tree.get(entry.path)
-            if earlier is not None and earlier.kind is Kind.DIR and entry.kind is not Kind.DIR:
+            earlier_dir = earlier is not None and earlier[1].kind is Kind.DIR
+            if earlier_dir and entry.kind is not Kind.DIR:
                 _delete(tree, entry.path, keep_top=True)
-            if entry.kind is not Kind.DIR or earlier is None or earlier.kind is not Kind.DIR:
-                tree[entry.path] = entry
+            if entry.kind is not Kind.DIR or not earlier_dir:
+                tree[entry.path] = (layer.name, entry)
     return tree
 
 
@@ -79,10 +90,15 @@ def layer_plan(layer: LayerInfo) -> LayerPlan:
 
 def plan_machine(info: BundleInfo, machine: str, facts: Facts) -> MachinePlan:
     layers = layers_for(info, facts)
-    result = [e for e in merged_tree(layers).values() if e.kind is not Kind.DIR]
+    paths = tuple(
+        PlannedPath(path, entry.kind.value, entry.size, layer)
+        for path, (layer, entry) in sorted(merged_tree(layers).items())
+        if entry.kind is not Kind.DIR
+    )
     return MachinePlan(
         machine=machine,
         layers=tuple(layer_plan(layer) for layer in layers),
-        files=len(result),
-        bytes=sum(e.size for e in result),
+        files=len(paths),
+        bytes=sum(p.size for p in paths),
+        paths=paths,
     )

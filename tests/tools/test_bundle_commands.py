@@ -296,3 +296,36 @@ def test_facts_reads_macs_and_dmi_uuid_from_the_given_sysfs(
     assert code == 0
     assert (data["macs"], data["product_uuid"]) == ([MAC_1], "4c4c4544-0042")
     assert data["kernel_release"] == os.uname().release
+
+
+def test_plan_files_lists_each_path_with_the_layer_it_comes_from(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = make_fleet_file(tmp_path / "fleet.json")
+    argv = ["plan", str(bundle), "--fleet", str(fleet), "--machine", "web-1", "--files", "--json"]
+    code, data = run_json(capsys, *argv)
+    assert code == 0
+    (web1,) = data["machines"]
+    assert web1["paths"] == [
+        {"path": "etc/hostname", "kind": "file", "size": 6, "layer": f"20-{MAC_1}"},
+        {"path": "etc/motd", "kind": "file", "size": 9, "layer": "10-x86_64"},
+    ]
+
+
+@pytest.mark.subprocess
+def test_match_here_uses_this_machines_own_facts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arch = os.uname().machine
+    write(tmp_path / "tree/etc/motd", "base\n")
+    write(tmp_path / f"tree/layers/10-arch={arch}/etc/motd", "mine\n")
+    write(tmp_path / "tree/layers/20-arch=sparc64/etc/motd", "not mine\n")
+    out = tmp_path / "b.ovl"
+    assert main(["pack", str(tmp_path / "tree"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    code, data = run_json(capsys, "match", str(out), "--here", "--json")
+    assert code == 0
+    assert data["layers"] == [
+        {"name": "base"},
+        {"name": f"10-arch={arch}", "order": 10, "favors": [f"arch={arch}"]},
+    ]

@@ -93,7 +93,7 @@ def test_plan_merge_equals_a_real_merged_apply(
             apply_bundle(source, FACTS, work / "out", split=False)
         expected = applied_files(work / "out")
         tree = merged_tree(layers_for(info, FACTS))
-        planned = {path: entry.size for path, entry in tree.items() if entry.kind.value != "dir"}
+        planned = {p: entry.size for p, (_, entry) in tree.items() if entry.kind.value != "dir"}
         assert planned == expected
         plan = plan_machine(info, "m", FACTS)
         assert (plan.files, plan.bytes) == (len(expected), sum(expected.values()))

@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from agent.bundle.scan import scan_bundle
 from agent.errors import BadInput
@@ -14,11 +15,21 @@ from ovl_tools.plan import MachinePlan, plan_machine
 from ovl_tools.progress import open_with_progress
 
 
-def _print_text(plans: list[MachinePlan]) -> None:
+def _print_text(plans: list[MachinePlan], with_paths: bool) -> None:
     for plan in plans:
         print(f"{plan.machine}: {plan.files} files, {plan.bytes} bytes after merging")
         for layer in plan.layers:
             print(f"  {layer.name:<40} {layer.files:>8} files {layer.bytes:>12} bytes")
+        if with_paths:
+            for path in plan.paths:
+                print(f"    {path.path}  {path.kind} {path.size}  from {path.layer}")
+
+
+def _as_json(plan: MachinePlan, with_paths: bool) -> dict[str, Any]:
+    data = asdict(plan)
+    if not with_paths:
+        del data["paths"]
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
         info = scan_bundle(source)
     plans = [plan_machine(info, name, facts) for name, facts in machines.items()]
     if args.json:
-        print(json.dumps({"machines": [asdict(plan) for plan in plans]}, indent=2))
+        print(json.dumps({"machines": [_as_json(plan, args.files) for plan in plans]}, indent=2))
     else:
-        _print_text(plans)
+        _print_text(plans, args.files)
     return 0
 
 
@@ -50,5 +61,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("bundle", type=Path, metavar="FILE")
     parser.add_argument("--fleet", type=Path, required=True, metavar="FLEET.json")
     parser.add_argument("--machine", metavar="NAME", help="only this machine")
+    parser.add_argument(
+        "--files", action="store_true", help="list every file each machine ends up with"
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=run)
