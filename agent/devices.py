@@ -1,7 +1,8 @@
 """Block devices named the way the kernel command line names them: LABEL=x, UUID=y, /dev/x.
 
-Works without udevd: `/dev/disk/by-*` links are used when they exist, otherwise `blkid` is asked
-(util-linux or busybox; both print `DEV: KEY="value" ...` lines).
+Works without udevd: `/dev/disk/by-*` links are used when they exist, otherwise `findfs` is
+asked (busybox or util-linux). `blkid` (either flavour; both print `DEV: KEY="value" ...`
+lines) lists volume UUIDs for the facts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from agent.run import run
 
 _BLKID_PAIR = re.compile(r'([A-Z_]+)="((?:[^"\\]|\\.)*)"')
 _POLL_SECONDS = 0.25
+
+
+# BLKID_FILE=/dev/null switches off util-linux's blkid cache, which goes stale when loop devices
+# are reused; busybox has no cache and ignores it.
+def _fresh_probe_env() -> dict[str, str]:
+    return {**os.environ, "BLKID_FILE": "/dev/null"}
+
+
+_BTRFS_MAGIC_OFFSET = 0x10040  # superblock at 64 KiB, magic 0x40 bytes into it
 
 
 class DeviceKind(enum.Enum):
@@ -99,10 +109,7 @@ def parse_blkid(text: str) -> list[BlockDevice]:
 
 def probe_block_devices(*devices: str) -> list[BlockDevice]:
     """What blkid identifies on `devices` (all devices if none given), probed afresh."""
-    # BLKID_FILE=/dev/null switches off util-linux's cache (stale after loop reuse); busybox
-    # has no cache and ignores it.
-    env = {**os.environ, "BLKID_FILE": "/dev/null"}
-    proc = run(["blkid", *devices], check=False, env=env)
+    proc = run(["blkid", *devices], check=False, env=_fresh_probe_env())
     # blkid exits 2 when it found nothing, which is not an error here.
     if proc.returncode not in (0, 2):
         raise OvlError(f"blkid: exit status {proc.returncode}")
@@ -115,11 +122,10 @@ def _lookup(ref: DeviceRef, dev_root: Path) -> str | None:
     link = dev_root / "disk" / f"by-{ref.kind.value.lower()}" / ref.value
     if link.exists():
         return str(link.resolve())
-    for device in probe_block_devices():
-        value = device.label if ref.kind is DeviceKind.LABEL else device.uuid
-        if value == ref.value:
-            return device.path
-    return None
+    # findfs is in busybox and util-linux alike; blkid is not always in the initramfs.
+    proc = run(["findfs", str(ref)], check=False, env=_fresh_probe_env())
+    found = proc.stdout.decode(errors="replace").strip()
+    return found if proc.returncode == 0 and found.startswith("/dev/") else None
 
 
 def find_device(ref: DeviceRef, *, timeout: float, dev_root: Path = Path("/dev")) -> str:
@@ -134,7 +140,11 @@ def find_device(ref: DeviceRef, *, timeout: float, dev_root: Path = Path("/dev")
         time.sleep(_POLL_SECONDS)
 
 
-def filesystem_type(device: str) -> str | None:
-    """The filesystem type blkid reports for `device`, if any."""
-    found = probe_block_devices(device)
-    return found[0].fstype if found else None
+def is_btrfs(device: str) -> bool:
+    """Whether `device` holds btrfs, by its superblock magic."""
+    try:
+        with open(device, "rb") as dev:
+            dev.seek(_BTRFS_MAGIC_OFFSET)
+            return dev.read(8) == b"_BHRfS_M"
+    except OSError:
+        return False

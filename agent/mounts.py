@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.devices import filesystem_type
+from agent.devices import is_btrfs
 from agent.run import run
 
 
@@ -74,12 +74,11 @@ def mount_partition(
     stack: MountStack, device: str, target: Path, *, writable: bool = False
 ) -> Path:
     """Mount the filesystem on `device`; btrfs at its top level so subvolume paths resolve."""
-    fstype = filesystem_type(device)
     options = ["rw" if writable else "ro"]
-    if fstype == "btrfs":
+    if is_btrfs(device):
         # The default subvolume may have been changed; paths like /@ovls/x are from the top.
-        options.append("subvolid=5")
-    return stack.mount(device, target, fstype=fstype, options=options)
+        return stack.mount(device, target, fstype="btrfs", options=[*options, "subvolid=5"])
+    return stack.mount(device, target, options=options)
 
 
 def umount_below(path: Path, *, including: bool = True) -> None:

@@ -209,7 +209,7 @@ def test_https_trusts_the_ca_bundle_the_shim_names_and_refuses_otherwise(
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
         with pytest.raises(OvlError, match="TLS handshake failed"):
             HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path, timeout=2))
-        assert srv.log.seen == []  # refused before any request, and not retried
+        assert srv.log.seen == []  # refused in the handshake, before any request
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
     assert (tmp_path / "b.ovl").read_bytes() == BODY

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -136,3 +138,19 @@ def test_facts_hold_sysfs_values_uname_and_a_fresh_volume_uuid(
     assert facts.product_uuid == "4c4c4544-0042-3510-8051-b4c04f4d3232"
     assert fs_uuid in facts.volume_uuids
     assert facts.kernel == "Linux" and facts.kernel_release and facts.arch
+
+
+@pytest.mark.subprocess
+def test_label_lookup_works_with_busybox_findfs_as_in_the_initramfs(
+    tmp_path: Path, mounts: Mounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed")
+    label = _label()
+    dev = mounts.loop(make_fs_image(tmp_path / "disk.img", "ext4", label, 16))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "findfs").symlink_to(busybox)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert find_device(DeviceRef.parse(f"LABEL={label}"), timeout=2) == dev
