@@ -34,16 +34,20 @@ class Finding:
 
 
 def layer_folder_names(source: BinaryIO) -> set[str]:
-    """The names of the folders under layers/, read from entry names only.
+    """The names of the folders under layers/, read from entry names only, as far as the
+    stream can be read (a corrupt bundle gives the names before the damage).
 
     scan_bundle stops at the first malformed layer name, as the agent must; lint lists them all.
     """
-    names = set()
-    with tarfile.open(fileobj=open_decoded(source), mode="r|") as tar:
-        for member in tar:
-            parts = [part for part in member.name.split("/") if part not in ("", ".")]
-            if len(parts) >= 2 and parts[0] == LAYERS_DIR:
-                names.add(parts[1])
+    names: set[str] = set()
+    try:
+        with tarfile.open(fileobj=open_decoded(source), mode="r|") as tar:
+            for member in tar:
+                parts = [part for part in member.name.split("/") if part not in ("", ".")]
+                if len(parts) >= 2 and parts[0] == LAYERS_DIR:
+                    names.add(parts[1])
+    except (tarfile.TarError, BadInput):
+        pass
     return names
 
 

@@ -329,3 +329,14 @@ def test_match_here_uses_this_machines_own_facts(
         {"name": "base"},
         {"name": f"10-arch={arch}", "order": 10, "favors": [f"arch={arch}"]},
     ]
+
+
+def test_lint_of_a_truncated_bundle_exits_2_with_the_engines_one_line(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.ovl"
+    broken.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    code = main(["lint", str(broken)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("ovl: error: bundle: ") and err.count("\n") == 1
