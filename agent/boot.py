@@ -165,6 +165,7 @@ def _assemble(boot: _Boot) -> Handover:
     with report.phase("stack"):
         builder.finish(chosen.applied if chosen else None)
     report.root = builder.describe()
+    report.recoverable_errors += [f"stack: {note}" for note in report.root.get("notes", [])]
     details = ", ".join(f"{k} {v}" for k, v in report.root.items() if k != "mode" and v)
     console.line("stack", f"{report.root['mode']} root on {boot.paths.sysroot}: {details}")
     if chosen and cache and not isinstance(chosen.channel, CacheChannel):

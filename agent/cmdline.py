@@ -217,6 +217,10 @@ def parse_cmdline(text: str) -> BootConfig:
             channels.append(parse_channel(spec, gist_base=gist_base))
         except BadInput as exc:
             raise BadInput(f"ovl={spec}: {exc}") from None
+    mode = values.get("mode", Mode.OVERLAY)
+    for key, field_name in (("ovl.root", "images"), ("ovl.upper", "upper")):
+        if mode is not Mode.OVERLAY and field_name in values:
+            warnings.append(f"{key} ignored with ovl.mode={mode.value}")
     config = BootConfig(channels=tuple(channels), warnings=tuple(warnings), **values)
     _check_consistent(config)
     return config

@@ -317,6 +317,7 @@ def test_persistent_upper_that_is_missing_falls_back_to_tmpfs(machine: Machine) 
     _assert_fleet_root(booted)
     assert booted.report["root"]["upper"] == "tmpfs"
     assert "using tmpfs" in booted.report["root"]["notes"][0]
+    assert any("using tmpfs" in e for e in booted.report["recoverable_errors"])
 
 
 def test_missing_cache_disk_is_waited_for_once_and_the_boot_goes_on(machine: Machine) -> None:

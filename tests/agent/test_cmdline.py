@@ -119,6 +119,14 @@ def test_zfs_mode_takes_a_snapshot() -> None:
     assert (config.mode, config.zfs) == (Mode.ZFS, "tank/root@pristine")
 
 
+def test_overlay_settings_in_another_mode_are_warned_about() -> None:
+    config = parse_cmdline("ovl.mode=zfs ovl.zfs=tank/root@p ovl.root=/dev/vda ovl.upper=tmpfs")
+    assert config.warnings == (
+        "ovl.root ignored with ovl.mode=zfs",
+        "ovl.upper ignored with ovl.mode=zfs",
+    )
+
+
 def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
     config = parse_cmdline("ovl.colour=blue ovl.mode=overlay")
     assert config.warnings == ("unknown setting ovl.colour ignored",)
