@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.console import Console
 from agent.facts import Facts
 
 pytestmark = pytest.mark.subprocess
@@ -73,3 +75,21 @@ def test_break_exits_zero_and_no_break_ignores_it(tmp_path: Path) -> None:
     # No image and no bundle: nothing to boot, which the hand-over says.
     assert rerun.returncode == 1
     assert (tmp_path / "run" / "handover").read_text().startswith("EMERGENCY=")
+
+
+def test_console_lines_also_go_to_the_kernel_log_as_info_records(tmp_path: Path) -> None:
+    kmsg = tmp_path / "kmsg"
+    kmsg.touch()
+    stream = io.StringIO()
+    console = Console(kmsg=kmsg, stream=stream)
+    console.line("fetch", "http://h/fleet.ovl ok 1.2 MB unsigned 80 ms")
+    assert stream.getvalue() == "ovl: fetch: http://h/fleet.ovl ok 1.2 MB unsigned 80 ms\n"
+    assert kmsg.read_text() == "<6>ovl: fetch: http://h/fleet.ovl ok 1.2 MB unsigned 80 ms\n"
+
+
+def test_unwritable_kernel_log_never_stops_the_console(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    console = Console(kmsg=tmp_path / "missing" / "kmsg", stream=stream)
+    console.line("facts", "one")
+    console.line("facts", "two")
+    assert stream.getvalue() == "ovl: facts: one\novl: facts: two\n"
