@@ -69,14 +69,19 @@ class SecretKey:
         return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
 
 
-def generate_secret_key() -> SecretKey:
+def _public_of(seed: bytes) -> bytes:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    private = Ed25519PrivateKey.generate()
-    seed = private.private_bytes_raw()
-    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return SecretKey(secrets.token_bytes(8), seed, public)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def generate_secret_key() -> SecretKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed = Ed25519PrivateKey.generate().private_bytes_raw()
+    return SecretKey(secrets.token_bytes(8), seed, _public_of(seed))
 
 
 def _scrypt_params(opslimit: int, memlimit: int) -> tuple[int, int, int]:
@@ -126,8 +131,12 @@ def load_secret_key(path: Path) -> SecretKey:
     elif kdf != _KDF_NONE:
         raise BadInput(f"{where}: unknown key derivation {kdf!r}")
     key = SecretKey(keynum[:8], keynum[8:40], keynum[40:72])
-    if key._checksum() != keynum[72:]:
+    # Stock `minisign -G -W` leaves the checksum of an unencrypted key zeroed.
+    unchecked = kdf == _KDF_NONE and keynum[72:] == bytes(32)
+    if not unchecked and key._checksum() != keynum[72:]:
         raise BadInput(f"{where}: checksum mismatch (wrong password or damaged key)")
+    if _public_of(key.seed) != key.public:
+        raise BadInput(f"{where}: damaged (its public half does not match its seed)")
     return key
 
 

@@ -229,3 +229,32 @@ def test_key_commands_refuse_overwrites_and_bad_dates(
     argv = ["keys", "certify", "--root", str(pki.root_key), str(pki.signer_pub), "--name", "a"]
     assert main([*argv, "--expires", "next tuesday", "-o", str(tmp_path / "c")]) == 2
     assert "--expires 'next tuesday'" in capsys.readouterr().err
+
+
+@pytest.mark.subprocess
+def test_keys_made_by_stock_minisign_certify_and_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys, secret = tmp_path / "keys", tmp_path / "secret"
+    keys.mkdir()
+    secret.mkdir()
+    root: list[str | Path] = ["minisign", "-G", "-p", keys / "root.pub", "-s", secret / "root.key"]
+    subprocess.run(root, input=b"rootpw\nrootpw\n", check=True, capture_output=True)
+    signer: list[str | Path] = [
+        "minisign",
+        "-G",
+        "-W",
+        "-p",
+        secret / "bob.pub",
+        "-s",
+        secret / "bob.key",
+    ]
+    subprocess.run(signer, check=True, capture_output=True)
+    monkeypatch.setenv("OVL_KEY_PASSWORD", "rootpw")
+    cert = secret / "bob.cert"
+    argv = ["keys", "certify", "--root", str(secret / "root.key"), str(secret / "bob.pub")]
+    assert main([*argv, "--name", "bob", "--expires", "2099-01-01", "-o", str(cert)]) == 0
+    out = tmp_path / "fleet.ovl"
+    seal = ["seal", str(_bundle(tmp_path)), "--sign", str(secret / "bob.key"), "--cert", str(cert)]
+    assert main([*seal, "-o", str(out)]) == 0
+    assert main(["verify", str(out), "--keys", str(keys)]) == 0
