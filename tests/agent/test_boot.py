@@ -3,9 +3,11 @@ real mounts. Every assertion about the root reads the mounted /sysroot."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,8 +323,6 @@ def test_persistent_upper_that_is_missing_falls_back_to_tmpfs(machine: Machine) 
 
 
 def test_missing_cache_disk_is_waited_for_once_and_the_boot_goes_on(machine: Machine) -> None:
-    import time
-
     start = time.monotonic()
     booted = machine.boot(
         f"ovl=file:{machine.tmp}/none.ovl ovl.cache=part:LABEL=absent{os.getpid()}:/c ovl.timeout=1"
@@ -330,3 +330,15 @@ def test_missing_cache_disk_is_waited_for_once_and_the_boot_goes_on(machine: Mac
     _assert_bare_image(booted)
     assert time.monotonic() - start < 1.9
     assert any("did not appear within 1 s" in e for e in booted.report["recoverable_errors"])
+
+
+def test_armoured_bundle_pasted_into_a_gist_boots(machine: Machine, server: LoopbackServer) -> None:
+    raw = machine.bundle(signed=False).read_bytes()
+    text = base64.encodebytes(raw).decode()
+    armoured = f"-----BEGIN OVL BUNDLE-----\n{text}-----END OVL BUNDLE-----\n"
+    server.serve("/gists/abc123/raw/fleet.txt", armoured.encode())
+    booted = machine.boot(
+        f"ovl=gist:abc123/fleet.txt ovl.gist_base={server.base}/gists ovl.require=none"
+    )
+    _assert_fleet_root(booted)
+    assert booted.report["bundle"]["source"] == "gist:abc123/fleet.txt"
