@@ -105,7 +105,10 @@ def test_server_down_boots_the_last_known_good_bundle_from_the_cache_partition(
     assert online.files["/etc/hostname"] == "alpha"
     assert offline.files["/etc/hostname"] == "alpha"
     assert offline.files["/etc/role"] == "web"
-    assert any("cache" in line for line in offline.agent_lines())
+    lines = offline.agent_lines()
+    assert any(line.startswith("ovl: fetch: http://10.0.2.100/fleet.ovl failed") for line in lines)
+    assert any(line.startswith("ovl: fetch: cache:") and " ok " in line for line in lines)
+    assert offline.report is not None and offline.report["bundle"]["source"].startswith("cache:")
 
 
 def test_tampered_bundle_boots_the_bare_image_and_says_why(
@@ -121,7 +124,12 @@ def test_tampered_bundle_boots_the_bare_image_and_says_why(
     assert seen.booted
     assert seen.files["/etc/hostname"] == "base-image"
     assert seen.files["/etc/motd"] == "<missing>"
-    assert any("fleet.ovl" in line for line in seen.agent_lines())
+    reason = (
+        "ovl: verify: http://10.0.2.100/fleet.ovl failed: bundle bundle.ovl: signature does not"
+    )
+    assert any(line.startswith(reason) for line in seen.agent_lines())
+    assert seen.report is not None and seen.report["bundle"] is None
+    assert server.requests == ["GET /fleet.ovl 200", "GET /fleet.ovl.minisig 200"]
 
 
 def test_change_made_in_one_boot_is_gone_in_the_next_with_a_tmpfs_upper(
@@ -133,6 +141,20 @@ def test_change_made_in_one_boot_is_gone_in_the_next_with_a_tmpfs_upper(
         second = boot_vm(ON_IMAGE, server.port, alpha(test_root))
     assert first.scratch == {"before": "absent", "after": "present"}
     assert second.scratch == {"before": "absent", "after": "present"}
+
+
+def test_change_made_in_one_boot_is_kept_in_the_next_with_a_persistent_upper(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path
+) -> None:
+    upper = make_disk(tmp_path / "upper.img", fs=DiskFs.EXT4, label="ovlupper", size_mb=64)
+    cmdline = f"{ON_IMAGE} ovl.upper=part:LABEL=ovlupper:/upper"
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    with StaticServer(bundle.parent) as server:
+        first = boot_vm(cmdline, server.port, alpha(test_root, upper))
+        second = boot_vm(cmdline, server.port, alpha(test_root, upper))
+    assert first.scratch == {"before": "absent", "after": "present"}
+    assert second.scratch == {"before": "present", "after": "present"}
+    assert second.files["/etc/hostname"] == "alpha"
 
 
 def test_btrfs_mode_boots_a_fresh_snapshot_of_the_pristine_subvolume(
@@ -154,6 +176,8 @@ def test_btrfs_mode_boots_a_fresh_snapshot_of_the_pristine_subvolume(
         first = boot_vm(cmdline, server.port, alpha(disk))
         second = boot_vm(cmdline, server.port, alpha(disk))
     assert first.root_mount.endswith(" btrfs")
+    assert first.report is not None and second.report is not None
+    assert first.report["root"]["snapshot"] != second.report["root"]["snapshot"]
     assert first.files["/etc/hostname"] == "alpha"
     assert first.files["/etc/base-only"] == "from the image"
     assert first.scratch == {"before": "absent", "after": "present"}
