@@ -16,6 +16,7 @@ import pytest
 from agent.bundle.apply import apply_bundle
 from agent.bundle.codec import Compression
 from agent.bundle.scan import scan_bundle
+from agent.errors import BadInput
 from agent.facts import Facts
 from tests.agent.bundle_build import snapshot
 
@@ -177,3 +178,47 @@ def test_merged_apply_keeps_metadata_and_applies_whiteouts(gnu: Path, tmp_path: 
     assert (
         os.stat(target / "usr/bin/tool").st_ino == os.stat(target / "usr/bin/tool-hardlink").st_ino
     )
+
+
+def _long_name_tree(src: Path) -> Path:
+    # Longer than the 100-byte name field, within what ustar's 155-byte prefix can hold.
+    deep = src / ("d" * 60) / ("e" * 60)
+    _file(deep / ("f" * 90), b"long names")
+    os.symlink("f" * 90, deep / "link")
+    return deep
+
+
+@pytest.mark.parametrize("header_format", ["gnu", "ustar", "pax"])
+def test_long_names_in_every_header_format_read_as_gnu_tar_writes_them(
+    tmp_path: Path, header_format: str
+) -> None:
+    _long_name_tree(tmp_path / "src")
+    archive = tmp_path / "bundle.tar"
+    subprocess.run(
+        ["tar", f"--format={header_format}", "-C", tmp_path / "src", "-cf", archive, "."],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "ref").mkdir()
+    subprocess.run(["tar", "-xpf", archive, "-C", tmp_path / "ref"], check=True)
+    with archive.open("rb") as source:
+        apply_bundle(source, FACTS, tmp_path / "ours", split=False)
+    assert snapshot(tmp_path / "ours", root_mtime=False) == snapshot(
+        tmp_path / "ref", root_mtime=False
+    )
+
+
+def test_gnu_tar_sparse_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    with (tmp_path / "src/sparse").open("wb") as sparse:
+        sparse.truncate(4 << 20)
+        sparse.seek(1 << 20)
+        sparse.write(b"x")
+    tar = subprocess.run(
+        ["tar", "--format=pax", "-S", "-C", tmp_path / "src", "-cf", "-", "."],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with pytest.raises(BadInput, match=r"'\./sparse': sparse files are not supported"):
+        apply_bundle(io.BytesIO(tar), FACTS, tmp_path / "out", split=False)
+    assert not (tmp_path / "out").exists()
