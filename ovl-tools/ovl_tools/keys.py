@@ -263,14 +263,19 @@ def revoke(root_key: Path, keys_dir: Path, targets: list[str], reason: str) -> f
     known = parse_revoked(text)
     note = f"  # {reason}" if reason else ""
     text += "".join(f"{k.upper()}{note}\n" for k in ids if k.upper() not in known)
-    digest = hashlib.blake2b(text.encode(), digest_size=64).digest()
+    data = text.encode()
+    digest = hashlib.blake2b(data, digest_size=64).digest()
     sig = sign(
         root, digest, REVOCATIONS_KIND, f"revocation list signed by root {key_id_hex(root.key_id)}"
     )
+    # Written side by side, then renamed: a crash in between leaves a list that fails its
+    # signature check, and machines refuse bundles rather than trust a revoked key.
     tmp = revoked_path.with_name(f".{REVOKED_FILE}.tmp")
-    tmp.write_text(text)
-    (keys_dir / f"{REVOKED_FILE}.minisig").write_text(sig.to_text())
+    tmp_sig = revoked_path.with_name(f".{REVOKED_FILE}.minisig.tmp")
+    tmp.write_bytes(data)
+    tmp_sig.write_text(sig.to_text())
     tmp.replace(revoked_path)
+    tmp_sig.replace(keys_dir / f"{REVOKED_FILE}.minisig")
     return parse_revoked(text)
 
 
@@ -285,7 +290,7 @@ def describe_key_file(path: Path) -> str | None:
             pub = parse_public_key(text, str(path))
             return f"{pub.id_hex}  public key   {path.name}  {pub.comment}"
         if path.suffix == ".key":
-            if _KDF_SCRYPT in base64.b64decode(text.splitlines()[-1])[2:4]:
+            if base64.b64decode(text.splitlines()[-1])[2:4] == _KDF_SCRYPT:
                 return f"{'?' * 16}  secret key   {path.name}  (password-protected)"
             key = load_secret_key(path)
             return f"{key_id_hex(key.key_id)}  secret key   {path.name}"
