@@ -93,7 +93,7 @@ class TrustStore:
         sig = parse_signature(read_text_file(sig_path, str(sig_path)), str(sig_path))
         store.verify_by_root(sig, data, str(revoked_path))
         comment_fields(sig.trusted_comment, REVOCATIONS_KIND, str(sig_path))
-        return cls(roots, parse_revoked(data.decode()))
+        return cls(roots, parse_revoked(data.decode("utf-8", "replace")))
 
     def verify_by_root(self, sig: Signature, message: bytes, where: str) -> PublicKey:
         """The trusted root that made `sig` over `message`; OvlError otherwise."""
