@@ -276,6 +276,8 @@ class BundleReader:
                 )
             return Entry(layer, parts, Kind.FILE, info)
         if info.issym():
+            if not info.linkname:
+                raise BadInput(f"bundle entry {name!r}: symlink with an empty target")
             if symlink_climbs_out(parts, info.linkname):
                 raise BadInput(
                     f"bundle entry {name!r}: symlink to {info.linkname!r} leads outside the root"

@@ -94,6 +94,11 @@ def hostile_cases() -> Iterator[Case]:
         "symlink to '../../../root' leads outside the root",
     )
     yield Case(
+        "symlink-empty",
+        _entries(Item("etc/nothing", "symlink", link="")),
+        "'etc/nothing': symlink with an empty target",
+    )
+    yield Case(
         "layer-symlink-climbs-out",
         _entries(Item("layers/10-x86_64/up", "symlink", link="../x")),
         "leads outside the root",
