@@ -13,11 +13,17 @@ import pytest
 
 from agent.channels.base import FetchContext
 from agent.channels.gist import GistChannel
-from agent.channels.http import HttpChannel
+from agent.channels.http import HttpChannel, wait_for_network
 from agent.console import Console
 from agent.errors import OvlError
 from agent.mounts import MountStack
-from tests.agent.bootkit import ForwardingProxy, LoopbackServer, free_port
+from tests.agent.bootkit import (
+    ForwardingProxy,
+    LoopbackServer,
+    fake_sysfs,
+    free_port,
+    write_tree,
+)
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
@@ -213,3 +219,15 @@ def test_https_trusts_the_ca_bundle_the_shim_names_and_refuses_otherwise(
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         HttpChannel(url).fetch(tmp_path / "b.ovl", _ctx(tmp_path))
     assert (tmp_path / "b.ovl").read_bytes() == BODY
+
+
+def test_network_wait_returns_once_a_nic_is_up_and_gives_up_at_the_deadline(
+    tmp_path: Path,
+) -> None:
+    sysfs = fake_sysfs(tmp_path / "sys")
+    wait_for_network(sysfs, time.monotonic() + 1)  # eth0 is up
+    write_tree(sysfs / "class" / "net" / "eth0", {"operstate": "down\n"})
+    start = time.monotonic()
+    with pytest.raises(OvlError, match=r"^no network interface came up$"):
+        wait_for_network(sysfs, start + 0.3)  # lo alone does not count
+    assert 0.3 <= time.monotonic() - start < 1
