@@ -230,4 +230,4 @@ def test_network_wait_returns_once_a_nic_is_up_and_gives_up_at_the_deadline(
     start = time.monotonic()
     with pytest.raises(OvlError, match=r"^no network interface came up$"):
         wait_for_network(sysfs, start + 0.3)  # lo alone does not count
-    assert 0.3 <= time.monotonic() - start < 1
+    assert 0.3 <= time.monotonic() - start < 2
