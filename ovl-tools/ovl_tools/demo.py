@@ -1,6 +1,6 @@
 """`./dev demo`: boot one VM from an ovl bundle and show what happened.
 
-Builds a sample fleet bundle (a base plus layers, one of them for this VM's MAC), serves it on
+Seals a sample fleet bundle (a base plus layers, one of them for this VM's MAC), serves it on
 127.0.0.1, builds the initramfs with `ovl initramfs build`, boots the Debian cloud kernel in
 QEMU with the console streamed here, then prints the layers the agent applied and its timings.
 """
@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import OvlError
-from agent.run import run
 from ovl_tools.vm.httpserve import StaticServer
+from ovl_tools.vm.initrd import build_initrd
 from ovl_tools.vm.kernel import Kernel, fetch_kernel
 from ovl_tools.vm.markers import GuestReport
 from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine
 from ovl_tools.vm.rootimage import build_test_root
+from ovl_tools.vm.sealing import make_signer, seal_tree
 
-OVL = Path(sys.executable).parent / "ovl"
 DEMO_MAC, DEMO_UUID = "52:54:00:de:00:01", "de000000-0000-4000-8000-0000000000d1"
 OTHER_MAC = "52:54:00:de:00:02"
 PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/issue")
-CMDLINE = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.root=/dev/vda ovl.require=none"
+CMDLINE = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.root=/dev/vda ovl.require=signed"
 
 
 def sample_fleet(kernel: Kernel) -> dict[str, str]:
@@ -47,38 +47,37 @@ def step(message: str) -> None:
     print(f"\033[1mdemo:\033[0m {message}", flush=True)
 
 
-def build_bundle(tree: dict[str, str], work: Path) -> Path:
-    source = work / "fleet"
-    for relative, text in tree.items():
-        target = source / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    bundle = work / "www" / "fleet.ovl"
-    bundle.parent.mkdir()
-    run([OVL, "pack", source, "-o", bundle])
-    return bundle
-
-
 def boot_and_stream(boot: Boot, machine: Machine, work: Path, timeout: float) -> GuestReport:
+    """Boot, echoing the console; note when the agent starts and when the new root's init runs."""
+    seen_at: dict[str, float] = {}
     with VirtualMachine(boot, machine, work / "vm", lifetime=timeout) as vm:
         for line in vm.lines(timeout):
             print(f"  | {line}", flush=True)
+            for marker in ("ovl-init: running agent", "OVL-TEST booted"):
+                if marker in line:
+                    seen_at.setdefault(marker, time.monotonic() - vm.started)
         seconds = time.monotonic() - vm.started
         seen = GuestReport.parse(vm.text())
-    step(f"guest powered off {seconds:.1f} s after QEMU started")
+    marks = ", ".join(f"'{marker}' at {at:.1f} s" for marker, at in seen_at.items())
+    step(f"QEMU start to power-off {seconds:.1f} s ({marks})")
     return seen
 
 
 def summarize(seen: GuestReport) -> int:
+    """Print what the guest saw; 0 only when this VM's own layer was applied and booted."""
     if not seen.done or seen.report is None:
         step("the guest did not finish booting into the stacked root (see the console above)")
         return 1
     report: dict[str, Any] = seen.report
-    step(f"layers applied: {', '.join(report.get('layers', [])) or 'none'}")
+    layers = report.get("layers", [])
+    step(f"layers applied: {', '.join(layers) or 'none'}")
     for path, content in seen.files.items():
         step(f"  {path}: {content}")
     timings = report.get("timings_ms", {})
     step("agent phases (ms): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    if f"10-{DEMO_MAC}" not in layers or seen.files.get("/etc/hostname") != "demo-vm":
+        step("this VM's layer was not applied (see the agent's lines above)")
+        return 1
     return 0
 
 
@@ -91,15 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = Path(tmp)
             step("fetching the Debian cloud kernel (cached after the first run)")
             kernel = fetch_kernel()
-            step(f"kernel {kernel.version}; building the initramfs with `ovl initramfs build`")
-            initrd = work / "initrd.img"
-            run([OVL, "initramfs", "build", "--kernel-version", kernel.version,
-                 "--modules-dir", kernel.modules_dir, "-o", initrd])  # fmt: skip
+            step("making a root key and a signer it certifies (`ovl keys`)")
+            signer = make_signer(work / "trust", name="demo")
+            step(f"building the initramfs for {kernel.version}, trusting that root")
+            step("(the first build freezes the agent with PyInstaller: a minute or two)")
+            initrd = build_initrd(kernel, signer.keys, work / "initrd.img")
             step("building the root image (busybox; its init prints what it finds)")
             root = build_test_root(work / "root.sqfs", probes=PROBES)
             tree = sample_fleet(kernel)
-            step(f"packing the fleet bundle: {', '.join(sorted(tree))}")
-            bundle = build_bundle(tree, work)
+            step(f"packing and sealing the fleet bundle: {', '.join(sorted(tree))}")
+            bundle = seal_tree(tree, work / "bundle", work / "www" / "fleet.ovl", signer)
             with StaticServer(bundle.parent) as server:
                 step(f"serving it on {server.url}/fleet.ovl (the guest sees 10.0.2.100)")
                 step(f"booting VM mac={DEMO_MAC}: {CMDLINE}")
