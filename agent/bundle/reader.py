@@ -113,20 +113,26 @@ class _StrictTarInfo(tarfile.TarInfo):
 
 @dataclass
 class _LayerPaths:
-    """Kinds of the paths one layer declared, to refuse paths through symlinks or files."""
+    """Kinds of the paths one layer declared, to refuse paths through symlinks or files.
+
+    Invariant: every path in `parents` has entries below it and is a directory so far, so a
+    later symlink or file there is refused, and its ancestors need no second check."""
 
     kinds: dict[Parts, Kind] = field(default_factory=dict)
     parents: set[Parts] = field(default_factory=set)
 
     def declare(self, entry: Entry, name: str) -> None:
         path = entry.path
-        for depth in range(1, len(path)):
-            parent = path[:depth]
-            kind = self.kinds.get(parent)
-            if kind is Kind.SYMLINK:
-                raise BadInput(f"bundle entry {name!r}: path passes through symlink {show(parent)}")
-            if kind not in (None, Kind.DIR):
-                raise BadInput(f"bundle entry {name!r}: {show(parent)} is not a directory")
+        if path[:-1] not in self.parents:
+            for depth in range(1, len(path)):
+                parent = path[:depth]
+                kind = self.kinds.get(parent)
+                if kind is Kind.SYMLINK:
+                    raise BadInput(
+                        f"bundle entry {name!r}: path passes through symlink {show(parent)}"
+                    )
+                if kind not in (None, Kind.DIR):
+                    raise BadInput(f"bundle entry {name!r}: {show(parent)} is not a directory")
         own = Kind.DIR if entry.kind is Kind.OPAQUE else entry.kind
         if path and own is not Kind.DIR and path in self.parents:
             raise BadInput(f"bundle entry {name!r}: a {own.value} with entries below it")
@@ -134,9 +140,10 @@ class _LayerPaths:
         if known is not None and known is not own:
             raise BadInput(f"bundle entry {name!r}: declared both as {known.value} and {own.value}")
         self.kinds[path] = own
-        self.parents.update(
-            path[:depth] for depth in range(1, len(path) + 1 if own is Kind.DIR else len(path))
-        )
+        parent = path[:-1]
+        while parent and parent not in self.parents:
+            self.parents.add(parent)
+            parent = parent[:-1]
 
 
 def _plain(exc: Exception) -> str:
