@@ -1,8 +1,8 @@
 """Key files: minisign key pairs (roots, signers), age node identities, certificates, revocations.
 
-Secret keys are written in minisign's own format (unencrypted, like `minisign -G -W`); secret
-keys that stock minisign encrypted with a password (scrypt) are read too, the password coming
-from OVL_KEY_PASSWORD or a tty prompt.
+Secret keys are written in minisign's own format, unencrypted like `minisign -G -W`, or
+scrypt-encrypted like `minisign -G` when a password is given; both kinds are read, the password
+coming from OVL_KEY_PASSWORD or a tty prompt.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from agent.trust.minisign import (
 _KDF_NONE = b"\0\0"
 _KDF_SCRYPT = b"Sc"
 _CHECKSUM_ALG = b"B2"
+# libsodium's scryptsalsa208sha256 "sensitive" limits, which minisign -G uses (1 GiB, ~3 s).
+_OPSLIMIT_SENSITIVE = 33554432
+_MEMLIMIT_SENSITIVE = 1073741824
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,16 @@ class SecretKey:
             LEGACY + self.key_id + self.seed + self.public, digest_size=32
         ).digest()
 
-    def to_text(self, comment: str) -> str:
+    def to_text(self, comment: str, password: bytes | None = None) -> str:
+        """minisign's secret key file; with a password, scrypt-encrypted as `minisign -G` does."""
         keynum = self.key_id + self.seed + self.public + self._checksum()
-        blob = LEGACY + _KDF_NONE + _CHECKSUM_ALG + bytes(32) + bytes(16) + keynum
+        kdf, salt, limits = _KDF_NONE, bytes(32), bytes(16)
+        if password is not None:
+            kdf, salt = _KDF_SCRYPT, secrets.token_bytes(32)
+            limits = struct.pack("<QQ", _OPSLIMIT_SENSITIVE, _MEMLIMIT_SENSITIVE)
+            stream = _scrypt_stream(password, salt, limits, len(keynum))
+            keynum = bytes(a ^ b for a, b in zip(keynum, stream, strict=True))
+        blob = LEGACY + kdf + _CHECKSUM_ALG + salt + limits + keynum
         return f"{UNTRUSTED}{comment}\n{base64.b64encode(blob).decode()}\n"
 
     def sign(self, message: bytes) -> bytes:
@@ -101,6 +111,13 @@ def _scrypt_params(opslimit: int, memlimit: int) -> tuple[int, int, int]:
     return 1 << n_log2, r, p
 
 
+def _scrypt_stream(password: bytes, salt: bytes, limits: bytes, length: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    n, r, p = _scrypt_params(*struct.unpack("<QQ", limits))
+    return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(password)
+
+
 def _password(path: Path) -> bytes:
     password = os.environ.get("OVL_KEY_PASSWORD")
     if password is None:
@@ -122,11 +139,7 @@ def load_secret_key(path: Path) -> SecretKey:
         raise BadInput(f"{where}: not a minisign Ed25519 secret key")
     kdf, salt, keynum = blob[2:4], blob[6:38], blob[54:]
     if kdf == _KDF_SCRYPT:
-        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
-        opslimit, memlimit = struct.unpack("<QQ", blob[38:54])
-        n, r, p = _scrypt_params(opslimit, memlimit)
-        stream = Scrypt(salt=salt, length=len(keynum), n=n, r=r, p=p).derive(_password(path))
+        stream = _scrypt_stream(_password(path), salt, blob[38:54], len(keynum))
         keynum = bytes(a ^ b for a, b in zip(keynum, stream, strict=True))
     elif kdf != _KDF_NONE:
         raise BadInput(f"{where}: unknown key derivation {kdf!r}")
@@ -181,12 +194,15 @@ def _write_new(path: Path, text: str, mode: int) -> None:
         out.write(text)
 
 
-def new_signing_pair(directory: Path, name: str, role: str) -> tuple[Path, Path]:
+def new_signing_pair(
+    directory: Path, name: str, role: str, password: bytes | None = None
+) -> tuple[Path, Path]:
     """NAME.key and NAME.pub in minisign's formats; `role` goes in the comments."""
     key = generate_secret_key()
     pub_path, key_path = directory / f"{name}.pub", directory / f"{name}.key"
     comment = f"ovl {role} {name}: minisign public key {key.public_key.id_hex}"
-    _write_new(key_path, key.to_text(f"ovl {role} {name}: minisign secret key"), 0o600)
+    secret_text = key.to_text(f"ovl {role} {name}: minisign secret key", password)
+    _write_new(key_path, secret_text, 0o600)
     _write_new(pub_path, PublicKey(key.key_id, key.public, comment).to_text(), 0o644)
     return key_path, pub_path
 

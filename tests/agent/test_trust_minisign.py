@@ -186,3 +186,18 @@ def test_random_signature_blobs_never_verify(blob: bytes, comment: str) -> None:
     sig = parse_signature(text)
     with pytest.raises(OvlError):
         verify_bytes(key, sig, b"message", "m")
+
+
+@pytest.mark.subprocess
+def test_password_protected_ovl_secret_key_signs_with_stock_minisign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_path, pub_path = new_signing_pair(tmp_path, "root", "root", b"s3cret")
+    message = tmp_path / "m"
+    message.write_bytes(b"hi\n")
+    sign_argv: list[str | Path] = ["minisign", "-S", "-s", key_path, "-m", message]
+    subprocess.run(sign_argv, input=b"s3cret\n", check=True, capture_output=True)
+    sig = parse_signature((tmp_path / "m.minisig").read_text())
+    verify_file(parse_public_key(pub_path.read_text()), sig, message, "m")
+    monkeypatch.setenv("OVL_KEY_PASSWORD", "s3cret")
+    assert load_secret_key(key_path).public_key.key == parse_public_key(pub_path.read_text()).key

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,10 +36,25 @@ def _node_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_password() -> bytes:
+    password = os.environ.get("OVL_KEY_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise BadInput("--password: set OVL_KEY_PASSWORD or run on a terminal")
+        password = getpass.getpass("password for the new key: ")
+        if password != getpass.getpass("password again: "):
+            raise BadInput("--password: the passwords differ")
+    if not password:
+        raise BadInput("--password: empty password")
+    return password.encode()
+
+
 def _pair_new(role: str) -> object:
     def handler(args: argparse.Namespace) -> int:
-        key, pub = new_signing_pair(args.dir, args.name, role)
-        print(f"{key}: {role} secret key (minisign format, unencrypted; keep it offline)")
+        password = _new_password() if args.password else None
+        key, pub = new_signing_pair(args.dir, args.name, role, password)
+        state = "password-protected" if password else "unencrypted"
+        print(f"{key}: {role} secret key (minisign format, {state}; keep it offline)")
         print(f"{pub}: {role} public key")
         return 0
 
@@ -88,12 +106,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     named("node-new", "a machine's age X25519 identity: NAME.age and NAME.age.pub").set_defaults(
         func=_node_new
     )
-    named("signer-new", "a signer's minisign key pair: NAME.key and NAME.pub").set_defaults(
-        func=_pair_new("signer")
-    )
-    named("root-new", "a root's minisign key pair: NAME.key and NAME.pub").set_defaults(
-        func=_pair_new("root")
-    )
+    for role in ("signer", "root"):
+        pair = named(f"{role}-new", f"a {role}'s minisign key pair: NAME.key and NAME.pub")
+        pair.add_argument(
+            "--password",
+            action="store_true",
+            help="encrypt the secret key as minisign does (OVL_KEY_PASSWORD or a prompt)",
+        )
+        pair.set_defaults(func=_pair_new(role))
 
     cert = sub.add_parser(
         "certify",
