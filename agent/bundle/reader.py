@@ -195,14 +195,21 @@ class BundleReader:
 
     def copy_data(self, entry: Entry, fd: int) -> int:
         """Write a regular file's data to `fd`; returns the byte count."""
-        stream = self._data(entry.info)
-        written = 0
-        while chunk := self._read(stream, _COPY_CHUNK):
-            written += len(chunk)
+        info = entry.info
+        assert self._tar is not None and self._tar.fileobj is not None, "outside entries()"
+        stream = self._tar.fileobj
+        if stream.tell() != info.offset_data:  # never in stream mode; keep tarfile's own path
+            stream = self._data(info)
+        remaining = info.size
+        while remaining:
+            chunk = self._read(stream, min(remaining, _COPY_CHUNK))
+            if not chunk:
+                raise BadInput(f"bundle entry {info.name!r}: truncated (data ends early)")
+            remaining -= len(chunk)
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
-        return written
+        return info.size
 
     def _data(self, info: tarfile.TarInfo) -> Any:
         assert self._tar is not None, "entry data read outside entries()"
