@@ -13,7 +13,7 @@ matching rule wins, so `include /var/cache/myapp` re-admits a subtree of an excl
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -48,16 +48,44 @@ DEFAULT_RULES: tuple[Rule, ...] = tuple(
 @dataclass(frozen=True)
 class Rules:
     rules: tuple[Rule, ...] = DEFAULT_RULES
+    # Verdict of the ancestors of a path, per directory: a walk asks about every file, and
+    # files of one directory share their ancestors (index of the last rule matching one).
+    _dir_cache: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _by_depth: dict[int, list[tuple[int, list[str]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        for index, rule in enumerate(self.rules):
+            parts = rule.pattern.split("/")
+            self._by_depth.setdefault(len(parts), []).append((index, parts))
 
     def wanted(self, relpath: str, is_dir: bool) -> bool:
         """Whether `relpath` is shipped; `dir/` (trailing slash) asks if anything below may be."""
         if relpath.endswith("/"):
             return self._anything_below(relpath.rstrip("/"))
-        verdict = True
-        for rule in self.rules:
-            if _matches(rule.pattern, relpath):
-                verdict = rule.action is Action.INCLUDE
-        return verdict
+        head = relpath.rpartition("/")[0]
+        last = max(self._ancestors_match(head), self._exact_match(relpath))
+        return last < 0 or self.rules[last].action is Action.INCLUDE
+
+    def _ancestors_match(self, dirpath: str) -> int:
+        if not dirpath:
+            return -1
+        cached = self._dir_cache.get(dirpath)
+        if cached is None:
+            parent = dirpath.rpartition("/")[0]
+            cached = max(self._ancestors_match(parent), self._exact_match(dirpath))
+            self._dir_cache[dirpath] = cached
+        return cached
+
+    def _exact_match(self, relpath: str) -> int:
+        """Index of the last rule whose pattern names exactly this path (not an ancestor)."""
+        parts = relpath.split("/")
+        last = -1
+        for index, pattern in self._by_depth.get(len(parts), ()):
+            if all(fnmatchcase(p, q) for p, q in zip(parts, pattern, strict=True)):
+                last = index
+        return last
 
     def _anything_below(self, dirpath: str) -> bool:
         depth = dirpath.count("/") + 1
@@ -68,15 +96,6 @@ class Rules:
             if len(parts) > depth and fnmatchcase(dirpath, "/".join(parts[:depth])):
                 return True
         return False
-
-
-def _matches(pattern: str, relpath: str) -> bool:
-    """The pattern names this path or one of its ancestors, component by component."""
-    pattern_parts = pattern.split("/")
-    path_parts = relpath.split("/")
-    if len(path_parts) < len(pattern_parts):
-        return False
-    return all(fnmatchcase(p, q) for p, q in zip(path_parts, pattern_parts, strict=False))
 
 
 def parse_rules(text: str, where: str) -> tuple[Rule, ...]:

@@ -12,8 +12,8 @@ import enum
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from agent.errors import OvlError
 
@@ -36,9 +36,12 @@ class Kind(enum.Enum):
     OPAQUE = "opaque"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One tar member to write: `path` is relative with '/' separators, never absolute."""
+class Entry(NamedTuple):
+    """One tar member to write: `path` is relative with '/' separators, never absolute.
+
+    A NamedTuple rather than a dataclass: an upper dir can hold many thousands of files and
+    pack time is measured against GNU tar (bench/delta.py).
+    """
 
     path: str
     kind: Kind
@@ -47,11 +50,11 @@ class Entry:
     gid: int
     mtime_ns: int
     size: int = 0
-    source: Path | None = None
+    source: str = ""  # file to read the data from (FILE only)
     link: str = ""
     rdev: int = 0
     char_device: bool = False
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    xattrs: dict[str, bytes] = {}  # noqa: RUF012 - never mutated; NamedTuple defaults are shared
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -59,7 +62,7 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def portable_xattrs(path: Path) -> tuple[dict[str, bytes], bool]:
+def portable_xattrs(path: str) -> tuple[dict[str, bytes], bool]:
     """The xattrs worth shipping (overlay's own dropped) and whether the dir is opaque."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -90,11 +93,11 @@ def walk_upper(root: Path, wanted: Callable[[str, bool], bool]) -> Iterator[Entr
     "could anything below be wanted?").
     """
     seen_inodes: dict[tuple[int, int], str] = {}
-    yield from _walk_dir(root, "", wanted, seen_inodes)
+    yield from _walk_dir(str(root), "", wanted, seen_inodes)
 
 
 def _walk_dir(
-    directory: Path,
+    directory: str,
     prefix: str,
     wanted: Callable[[str, bool], bool],
     seen_inodes: dict[tuple[int, int], str],
@@ -104,7 +107,7 @@ def _walk_dir(
     except OSError as exc:
         raise OvlError(f"{directory}: cannot list upper dir ({exc.strerror})") from exc
     for name in names:
-        path = directory / name
+        path = f"{directory}/{name}"
         rel = prefix + name
         st = os.lstat(path)
         is_dir = stat.S_ISDIR(st.st_mode)
@@ -118,41 +121,45 @@ def _walk_dir(
 
 
 def _entries_for(
-    path: Path, rel: str, st: os.stat_result, seen_inodes: dict[tuple[int, int], str]
+    path: str, rel: str, st: os.stat_result, seen_inodes: dict[tuple[int, int], str]
 ) -> Iterator[Entry]:
-    base = Entry(
-        path=rel,
-        kind=Kind.FILE,
-        mode=stat.S_IMODE(st.st_mode),
-        uid=st.st_uid,
-        gid=st.st_gid,
-        mtime_ns=st.st_mtime_ns,
-    )
+    mode = st.st_mode
+    perms, uid, gid, mtime = stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns
     if is_whiteout(st):
         head, _, name = rel.rpartition("/")
         marker = f"{head}/{WHITEOUT_PREFIX}{name}" if head else WHITEOUT_PREFIX + name
-        yield replace(base, path=marker, kind=Kind.WHITEOUT)
+        yield Entry(marker, Kind.WHITEOUT, perms, uid, gid, mtime)
         return
-    mode = st.st_mode
     if stat.S_ISSOCK(mode):
         return  # sockets are runtime state; tar cannot carry them either
     xattrs, opaque = portable_xattrs(path)
     if stat.S_ISDIR(mode):
-        yield replace(base, kind=Kind.DIR, xattrs=xattrs)
+        yield Entry(rel, Kind.DIR, perms, uid, gid, mtime, xattrs=xattrs)
         if opaque:
-            yield replace(base, path=f"{rel}/{OPAQUE_MARKER}", kind=Kind.OPAQUE)
+            yield Entry(f"{rel}/{OPAQUE_MARKER}", Kind.OPAQUE, perms, uid, gid, mtime)
         return
     if st.st_nlink > 1:
         first = seen_inodes.setdefault((st.st_dev, st.st_ino), rel)
         if first != rel:
-            yield replace(base, kind=Kind.HARDLINK, link=first, xattrs=xattrs)
+            yield Entry(rel, Kind.HARDLINK, perms, uid, gid, mtime, link=first, xattrs=xattrs)
             return
     if stat.S_ISREG(mode):
-        yield replace(base, size=st.st_size, source=path, xattrs=xattrs)
+        yield Entry(rel, Kind.FILE, perms, uid, gid, mtime, st.st_size, path, xattrs=xattrs)
     elif stat.S_ISLNK(mode):
-        yield replace(base, kind=Kind.SYMLINK, link=os.readlink(path), xattrs=xattrs)
+        link = os.readlink(path)
+        yield Entry(rel, Kind.SYMLINK, perms, uid, gid, mtime, link=link, xattrs=xattrs)
     elif stat.S_ISFIFO(mode):
-        yield replace(base, kind=Kind.FIFO, xattrs=xattrs)
+        yield Entry(rel, Kind.FIFO, perms, uid, gid, mtime, xattrs=xattrs)
     else:
         char = stat.S_ISCHR(mode)
-        yield replace(base, kind=Kind.DEVICE, rdev=st.st_rdev, char_device=char, xattrs=xattrs)
+        yield Entry(
+            rel,
+            Kind.DEVICE,
+            perms,
+            uid,
+            gid,
+            mtime,
+            rdev=st.st_rdev,
+            char_device=char,
+            xattrs=xattrs,
+        )
