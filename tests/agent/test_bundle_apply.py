@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import stat
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.bundle.apply import apply_bundle
 from agent.bundle.manifest import Manifest
 from agent.errors import BadInput, OvlError
 from agent.facts import Facts
+from agent.favors import match_layers
 from tests.agent.bundle_build import Item, bundle, snapshot, tree
 from tests.conftest import Mounts
 
@@ -244,3 +249,32 @@ def test_a_filesystem_refusal_is_one_line_and_leaves_the_target(
         apply_bundle(io.BytesIO(data), FACTS, target, split=split)
     assert snapshot(target) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
+_layer_folders = st.lists(
+    st.builds(
+        lambda order, favor: f"{order}{favor}",
+        st.sampled_from(["1", "01", "2", "10", "9", "100"]),
+        st.sampled_from(["", "-x86_64", "-aarch64", "-Linux", "-kernel=Linux", "-525400aabbcc"]),
+    ),
+    min_size=1,
+    max_size=8,
+    unique=True,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(folders=_layer_folders, seed=st.integers(0, 2**32))
+def test_the_last_matching_layer_in_order_wins_whatever_the_stream_order(
+    folders: list[str], seed: int
+) -> None:
+    shuffled = list(folders)
+    random.Random(seed).shuffle(shuffled)
+    items = [Item("etc/who", data=b"base")]
+    items += [Item(f"layers/{name}/etc/who", data=name.encode()) for name in shuffled]
+    matching = match_layers(FACTS, folders)
+    with tempfile.TemporaryDirectory() as scratch:
+        result = apply_bundle(io.BytesIO(bundle(items)), FACTS, Path(scratch) / "t", split=False)
+        winner = (Path(scratch) / "t/etc/who").read_text()
+    assert [layer.name for layer in result.layers] == ["base"] + [m.dirname for m in matching]
+    assert winner == (matching[-1].dirname if matching else "base")
