@@ -218,7 +218,7 @@ def _add_libraries(tree: ImageTree, agent: Path, binaries: Iterable[Path]) -> No
         if dest in tree:
             continue
         if host in placed:
-            tree.add_symlink(dest, "/" + placed[host], "libs")
+            tree.add_symlink(dest, os.path.relpath(placed[host], os.path.dirname(dest)), "libs")
         else:
             tree.add_file(dest, host, "libs", 0o755)
             placed[host] = dest

@@ -110,6 +110,8 @@ def frozen_agent(cache: Path | None = None) -> Path:
                 ENTRY_SCRIPT,
             ],
             cwd=work,
+            # Fixed hash seed and timestamps: the same sources freeze to the same bytes.
+            env={**os.environ, "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0"},
         )
         built = work / "dist" / EXECUTABLE
         if not (built / EXECUTABLE).is_file():
