@@ -27,6 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
 from ovl_tools.keys import certify, new_node_identity, new_signing_pair  # noqa: E402
 from ovl_tools.seal import load_recipients, seal_bundle  # noqa: E402
 
+from agent.errors import OvlError  # noqa: E402
 from agent.run import run  # noqa: E402
 from agent.trust.age import load_identity_file  # noqa: E402
 from agent.trust.certs import TrustStore  # noqa: E402
@@ -143,4 +144,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except OvlError as exc:
+        print(f"bench: error: {exc.line}", file=sys.stderr)
+        sys.exit(exc.exit_code)
