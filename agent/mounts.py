@@ -54,10 +54,6 @@ class MountStack:
         self._points.append(target)
         return target
 
-    def forget(self, target: Path) -> None:
-        """Keep `target` mounted past release() (it belongs to the new root now)."""
-        self._points.remove(target)
-
     def release(self) -> None:
         while self._points:
             point = self._points.pop()

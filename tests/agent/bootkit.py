@@ -99,8 +99,8 @@ class Route:
 
 
 @dataclass
-class Requests:
-    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+class RequestLog:
+    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (path, headers)
 
 
 class LoopbackServer:
@@ -108,7 +108,7 @@ class LoopbackServer:
 
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
-        self.log = Requests()
+        self.log = RequestLog()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
