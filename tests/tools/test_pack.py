@@ -215,3 +215,23 @@ def test_armoured_bundle_unwraps_with_coreutils_base64_then_zstd_and_tar(tmp_pat
     (tmp_path / "b.zst").write_bytes(compressed.stdout)
     out = gnu_extract(tmp_path / "b.zst", tmp_path / "out", ["zstd", "-dc"])
     assert_same_tree(src, out)
+
+
+@pytest.mark.subprocess
+def test_long_and_non_utf8_names_survive_gnu_tar(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    deep = src / ("d" * 120) / ("e" * 150)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 200)).write_text("long\n")
+    os.symlink("x" * 300, deep / "far-link")
+    odd = os.fsencode(src) + b"/caf\xe9 menu.conf"  # Latin-1 name, not valid UTF-8
+    with open(odd, "wb") as f:
+        f.write(b"odd\n")
+    bundle = tmp_path / "b.tar"
+    pack_directory(src, bundle, PackOptions(compression=Compression.NONE))
+    out = gnu_extract(bundle, tmp_path / "out", None)
+    copy = out / ("d" * 120) / ("e" * 150)
+    assert (copy / ("f" * 200)).read_text() == "long\n"
+    assert os.readlink(copy / "far-link") == "x" * 300
+    with open(os.fsencode(out) + b"/caf\xe9 menu.conf", "rb") as f:
+        assert f.read() == b"odd\n"
