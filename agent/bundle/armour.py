@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import binascii
 import io
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from agent.errors import BadInput
 
@@ -24,10 +27,14 @@ def looks_armoured(head: bytes) -> bool:
     return bool(body) and not body.translate(None, _ALPHABET)
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class Base64Reader(io.RawIOBase):
     """Decodes armoured text from `source` as it is read; never holds more than one chunk."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: Readable) -> None:
         super().__init__()
         self._source = source
         self._carry = b""  # base64 characters not yet forming a 4-character group
@@ -41,13 +48,16 @@ class Base64Reader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        return fill(buffer, self)
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size < 0:
+            return self.readall()
         while not self._out and not self._eof:
             self._feed(self._source.read(_CHUNK))
-        size = min(len(buffer), len(self._out))
-        buffer[:size] = self._out[:size]
-        self._out = self._out[size:]
-        return size
+        data, self._out = self._out[:size], self._out[size:]
+        return data
 
     def _feed(self, chunk: bytes) -> None:
         if not chunk:
@@ -102,3 +112,11 @@ class Base64Reader(io.RawIOBase):
             raise BadInput("bundle armour: base64 text is truncated")
         if self._framed and self._trailer.strip(_WHITESPACE) != END_LINE:
             raise BadInput("bundle armour: missing the -----END OVL BUNDLE----- line")
+
+
+def fill(buffer: WriteableBuffer, read: Readable) -> int:
+    """readinto() in terms of read(): for streams whose natural unit is a bytes object."""
+    view = memoryview(buffer).cast("B")
+    data = read.read(len(view))
+    view[: len(data)] = data
+    return len(data)

@@ -6,10 +6,13 @@ import io
 import zlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
-from agent.bundle.armour import Base64Reader, looks_armoured
+from agent.bundle.armour import Base64Reader, Readable, fill, looks_armoured
 from agent.errors import BadInput
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _HEAD = 512
 _CHUNK = 1 << 16
@@ -29,10 +32,6 @@ class Encoding:
     armoured: bool
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
 def _compression_of(head: bytes) -> Compression | None:
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return Compression.ZSTD
@@ -48,7 +47,7 @@ def _compression_of(head: bytes) -> Compression | None:
     return None
 
 
-def _read_head(raw: _Readable) -> bytes:
+def _read_head(raw: Readable) -> bytes:
     head = b""
     while len(head) < _HEAD:
         chunk = raw.read(_HEAD - len(head))
@@ -90,7 +89,7 @@ def detect(raw: BinaryIO) -> Encoding:
 class _Prefixed(io.RawIOBase):
     """`head` followed by the rest of `rest`: sniffing without needing a seekable source."""
 
-    def __init__(self, head: bytes, rest: _Readable) -> None:
+    def __init__(self, head: bytes, rest: Readable) -> None:
         super().__init__()
         self._head = head
         self._rest = rest
@@ -98,21 +97,22 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        if self._head:
-            size = min(len(buffer), len(self._head))
-            buffer[:size] = self._head[:size]
-            self._head = self._head[size:]
-            return size
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        return fill(buffer, self)
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size < 0:
+            return self.readall()
+        if not self._head:
+            return self._rest.read(size)
+        data, self._head = self._head[:size], self._head[size:]
+        return data
 
 
 class _ZlibReader(io.RawIOBase):
     """A raw RFC 1950 stream, decompressed in bounded pieces; truncation is an error."""
 
-    def __init__(self, source: _Readable) -> None:
+    def __init__(self, source: Readable) -> None:
         super().__init__()
         self._source = source
         self._inflate = zlib.decompressobj()
@@ -121,25 +121,29 @@ class _ZlibReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        return fill(buffer, self)
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size <= 0:  # zlib takes a max_length of 0 to mean "no limit"
+            return self.readall() if size < 0 else b""
         while not self._inflate.eof:
             if not self._pending:
                 self._pending = self._source.read(_CHUNK)
                 if not self._pending:
                     raise EOFError("zlib stream ended before its end marker")
-            out = self._inflate.decompress(self._pending, len(buffer))
+            out = self._inflate.decompress(self._pending, size)
             self._pending = self._inflate.unconsumed_tail
             if out:
-                buffer[: len(out)] = out
-                return len(out)
-        return 0
+                return out
+        return b""
 
 
-def _decompressor(compression: Compression, source: _Readable) -> _Readable:
+def _decompressor(compression: Compression, source: Readable) -> Readable:
     if compression is Compression.ZSTD:
         import zstandard
 
-        reader: _Readable = zstandard.ZstdDecompressor().stream_reader(
+        reader: Readable = zstandard.ZstdDecompressor().stream_reader(
             cast(BinaryIO, source), read_across_frames=True
         )
         return reader
@@ -177,14 +181,14 @@ class DecodedStream(io.RawIOBase):
     """The plain tar stream of a bundle, with its encoding; corrupt or oversized input raises
     BadInput naming the cause."""
 
-    def __init__(self, raw: _Readable, max_bytes: int | None) -> None:
+    def __init__(self, raw: Readable, max_bytes: int | None) -> None:
         super().__init__()
         head = _read_head(raw)
         compression = _sniff(head)
-        source: _Readable = _Prefixed(head, raw)
+        source: Readable = _Prefixed(head, raw)
         armoured = compression is None
         if compression is None:
-            armour = Base64Reader(source)  # type: ignore[arg-type]
+            armour = Base64Reader(source)
             head = _read_head(armour)
             compression = _sniff(head)
             if compression is None:
@@ -199,10 +203,8 @@ class DecodedStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        return fill(buffer, self)
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to `size` decoded bytes (all that is left when negative); b"" at the end."""
