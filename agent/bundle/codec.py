@@ -33,17 +33,26 @@ class Encoding:
 
 
 def _compression_of(head: bytes) -> Compression | None:
+    # ustar first: a plain tar's first name may well begin with two bytes that pass for zlib.
+    if head[257:262] == b"ustar":
+        return Compression.NONE
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return Compression.ZSTD
     if head.startswith(b"\x1f\x8b"):
         return Compression.GZIP
     if head.startswith(b"\xfd7zXZ\x00"):
         return Compression.XZ
-    # RFC 1950 header: deflate method, and the two bytes are a multiple of 31.
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
+    # RFC 1950 header: deflate, window at most 32 KiB, no preset dictionary, multiple of 31.
+    if len(head) < 2:
+        return None
+    method, flags = head[0], head[1]
+    if (
+        method & 0x0F == 8
+        and method >> 4 <= 7
+        and not flags & 0x20
+        and (method << 8 | flags) % 31 == 0
+    ):
         return Compression.ZLIB
-    if head[257:262] == b"ustar":
-        return Compression.NONE
     return None
 
 

@@ -111,3 +111,11 @@ def test_decompressed_size_is_capped(compression: str) -> None:
     bomb = compress(tar_bytes([Item("zeros", data=bytes(8 << 20))]), compression)
     with pytest.raises(BadInput, match="more than 1048576 bytes once decompressed"):
         decode(bomb, max_bytes=1 << 20)
+
+
+def test_a_plain_tar_whose_first_name_looks_like_a_zlib_header_is_still_tar() -> None:
+    tar = tar_bytes([Item("x^notzlib", data=b"plain")])
+    assert tar[:2] == b"x^"  # a valid RFC 1950 header (deflate, fastest level)
+    stream = open_decoded(io.BytesIO(tar))
+    assert stream.encoding == Encoding(Compression.NONE, armoured=False)
+    assert stream.read() == tar
