@@ -83,9 +83,9 @@ def _signer(args: argparse.Namespace) -> Signer | None:
 
 
 def _announce(version: Version) -> None:
-    print(
-        f"{version.profile}: published version {version.number} (serial {version.meta['serial']})"
-    )
+    serial = version.meta["serial"]
+    # flush: `watch` runs for days with its output going to a journal or a pipe.
+    print(f"{version.profile}: published version {version.number} (serial {serial})", flush=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
