@@ -33,8 +33,8 @@ class Encoding:
 
 
 def _compression_of(head: bytes) -> Compression | None:
-    # ustar first: a plain tar's first name may well begin with two bytes that pass for zlib.
-    if head[257:262] == b"ustar":
+    # Tar first: a plain tar's first name may well begin with two bytes that pass for zlib.
+    if _is_tar_header(head):
         return Compression.NONE
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return Compression.ZSTD
@@ -54,6 +54,17 @@ def _compression_of(head: bytes) -> Compression | None:
     ):
         return Compression.ZLIB
     return None
+
+
+def _is_tar_header(head: bytes) -> bool:
+    """A ustar/pax/GNU header block: the magic, and a checksum that adds up."""
+    if len(head) < 512 or head[257:262] != b"ustar":
+        return False
+    try:
+        recorded = int(head[148:156].strip(b" \0") or b"-1", 8)
+    except ValueError:
+        return False
+    return recorded == sum(head[:148]) + 8 * 0x20 + sum(head[156:512])
 
 
 def _read_head(raw: Readable) -> bytes:
