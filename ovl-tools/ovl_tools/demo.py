@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -29,6 +30,10 @@ DEMO_MAC, DEMO_UUID = "52:54:00:de:00:01", "de000000-0000-4000-8000-0000000000d1
 OTHER_MAC = "52:54:00:de:00:02"
 PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/issue")
 CMDLINE = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.root=/dev/vda ovl.require=signed"
+
+
+# SeaBIOS and the kernel reset and clear the screen; echoed as is they would wipe the demo.
+TERMINAL_CONTROL = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 
 
 def sample_fleet(kernel: Kernel) -> dict[str, str]:
@@ -52,7 +57,7 @@ def boot_and_stream(boot: Boot, machine: Machine, work: Path, timeout: float) ->
     seen_at: dict[str, float] = {}
     with VirtualMachine(boot, machine, work / "vm", lifetime=timeout) as vm:
         for line in vm.lines(timeout):
-            print(f"  | {line}", flush=True)
+            print(f"  | {TERMINAL_CONTROL.sub('', line)}", flush=True)
             for marker in ("ovl-init: running agent", "OVL-TEST booted"):
                 if marker in line:
                     seen_at.setdefault(marker, time.monotonic() - vm.started)
