@@ -221,3 +221,13 @@ def test_watch_bakes_when_a_delta_lands(tmp_path: Path, root: Path) -> None:
         out, _ = watcher.communicate(timeout=10)
     assert current_files(root, "lab")[f"{LAYER}/etc/seen"] == b"yes\n"
     assert "lab: published version 2" in out
+
+
+def test_sweep_tmp_drops_only_what_is_old(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    old_file, young_file, old_dir = store.temp_file(), store.temp_file(), store.temp_dir()
+    (old_dir / "half-written").write_bytes(b"x")
+    for path in (old_file, old_dir):
+        os.utime(path, (1, 1))
+    store.sweep_tmp()
+    assert [p for p in (old_file, young_file, old_dir) if p.exists()] == [young_file]

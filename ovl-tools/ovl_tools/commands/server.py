@@ -98,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise BadInput(f"--listen {args.listen!r}: expected HOST:PORT")
     store = Store(args.root)
     store.tmp.mkdir(parents=True, exist_ok=True)
+    store.sweep_tmp()
     print(f"ovl server: serving {args.root} on http://{host}:{port}/", file=sys.stderr, flush=True)
     waitress.serve(
         ServerApp(store, max_delta=args.max_delta),

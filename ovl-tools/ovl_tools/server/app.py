@@ -165,7 +165,7 @@ class ServerApp:
                 upload.machine, sha, body, upload.signature.to_text(), upload.created_ns
             )
         except OSError as exc:
-            error = self.store.check_space_error(exc, f"delta {sha[:12]}")
+            error = self.store.os_error(exc, f"delta {sha[:12]}")
             return Reply("507 Insufficient Storage", error.line)
         except OvlError as exc:
             return Reply("403 Forbidden", f"bad signature: {exc.line}")

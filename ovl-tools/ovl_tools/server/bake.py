@@ -123,9 +123,7 @@ def publish_bundle(
             (staged / "bundle.ovl.minisig").write_text(text)
         return store.publish(profile, number, staged, {**meta, "serial": serial})
     except OSError as exc:
-        raise store.check_space_error(
-            exc, f"profile {profile}: publishing version {number}"
-        ) from exc
+        raise store.os_error(exc, f"profile {profile}: publishing version {number}") from exc
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
@@ -149,7 +147,7 @@ def bake(
                         layer = merge_layers(layer, read_layer(work.open(delta.path)))
                     bundle.layers[key] = layer
             except OSError as exc:
-                raise store.check_space_error(exc, f"profile {profile}: baking") from exc
+                raise store.os_error(exc, f"profile {profile}: baking") from exc
             refs = [d.ref for deltas in pending.values() for d in deltas]
             meta = {"action": "bake", "parent": current.number, "deltas": refs}
             return publish_bundle(store, profile, bundle, meta, sign)

@@ -36,7 +36,7 @@ def import_bundle(store: Store, profile: str, bundle: Path, signature: Path | No
             meta = {"action": "import", "source": str(bundle), "serial": serial, "deltas": []}
             return store.publish(profile, number, staged, meta)
         except OSError as exc:
-            raise store.check_space_error(exc, f"profile {profile}: importing {bundle}") from exc
+            raise store.os_error(exc, f"profile {profile}: importing {bundle}") from exc
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 

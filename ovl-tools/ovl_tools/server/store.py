@@ -13,10 +13,12 @@ its `.json` exists, which is written last.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -110,6 +112,16 @@ class Store:
         fd, name = tempfile.mkstemp(dir=self.tmp, suffix=suffix)
         os.close(fd)
         return Path(name)
+
+    def sweep_tmp(self, older_than: float = 86400.0) -> None:
+        """Drop what killed writers left in ROOT/tmp; young entries may belong to a live one."""
+        cutoff = time.time() - older_than
+        for item in self.tmp.iterdir() if self.tmp.is_dir() else ():
+            if item.lstat().st_mtime < cutoff:
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
 
     def temp_dir(self) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -293,10 +305,8 @@ class Store:
         os.rename(temp, directory / "current")
         fsync_dir(directory)
 
-    def check_space_error(self, exc: OSError, what: str) -> OvlError:
+    def os_error(self, exc: OSError, what: str) -> OvlError:
         """One line for the user; a full disk is the common case worth naming."""
-        import errno
-
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return OvlError(f"{what}: server store {self.root} is full (no space left on device)")
         return OvlError(f"{what}: {exc.strerror or exc}")
