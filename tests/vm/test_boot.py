@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ovl_tools.vm.debianroot import debian_root
 from ovl_tools.vm.disk import DiskFs, make_disk
 from ovl_tools.vm.httpserve import StaticServer
 from ovl_tools.vm.kernel import Kernel
 from ovl_tools.vm.markers import GuestReport
 from ovl_tools.vm.qemu import Machine
+from ovl_tools.vm.rootimage import test_init_script
 
 from agent.run import run
 
@@ -182,3 +184,39 @@ def test_btrfs_mode_boots_a_fresh_snapshot_of_the_pristine_subvolume(
     assert first.files["/etc/base-only"] == "from the image"
     assert first.scratch == {"before": "absent", "after": "present"}
     assert second.scratch == {"before": "absent", "after": "present"}
+
+
+DEBIAN_UNIT = """[Unit]
+Description=Report the booted system for ovl's VM tests
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /usr/local/sbin/ovl-test-report
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/console
+"""
+
+
+@pytest.mark.slow
+def test_real_debian_root_with_systemd_boots_with_the_machines_layers(
+    boot_vm: BootVm, pack_bundle: PackBundle
+) -> None:
+    root = debian_root()
+    tree = {
+        "ovl.json": MANIFEST,
+        "etc/ovl-probe": "/etc/hostname\n/etc/motd\n/etc/role\n",
+        "usr/local/sbin/ovl-test-report": test_init_script(),
+        "etc/systemd/system/ovl-test.service": DEBIAN_UNIT,
+        f"layers/10-{ALPHA_MAC}/etc/hostname": "debian-alpha\n",
+        f"layers/20-{BETA_MAC}/etc/role": "not for alpha\n",
+    }
+    bundle = pack_bundle("fleet.ovl", tree)
+    cmdline = f"{FETCH} ovl.root=/dev/vda systemd.wants=ovl-test.service systemd.firstboot=off"
+    with StaticServer(bundle.parent) as server:
+        seen = boot_vm(cmdline, server.port, alpha(root))
+    assert seen.pid1 == "systemd"
+    assert seen.root_mount.endswith(" overlay")
+    assert seen.files["/etc/hostname"] == "debian-alpha"
+    assert seen.files["/etc/role"] == "<missing>"
+    assert seen.report is not None and seen.report["layers"] == ["base", f"10-{ALPHA_MAC}"]

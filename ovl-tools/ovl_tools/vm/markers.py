@@ -17,6 +17,7 @@ class GuestReport:
     booted: bool = False
     done: bool = False
     facts: dict[str, str] = field(default_factory=dict)
+    pid1: str = ""
     root_mount: str = ""
     files: dict[str, str] = field(default_factory=dict)
     scratch: dict[str, str] = field(default_factory=dict)
@@ -39,6 +40,8 @@ class GuestReport:
                 seen.files[path] = content
             elif kind == "facts":
                 seen.facts = _pairs(value)
+            elif kind == "pid1":
+                seen.pid1 = value
             elif kind == "mounts":
                 seen.root_mount = value
             elif kind == "scratch":

@@ -27,6 +27,11 @@ def build_test_root(
     return output
 
 
+def test_init_script() -> str:
+    """The reporting init: POSIX sh, needing only busybox or a minimal Debian."""
+    return resources.files("ovl_tools.vm").joinpath("test-init.sh").read_text()
+
+
 def _populate(root: Path, files: dict[str, str], probes: Sequence[str]) -> None:
     for name in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run"):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -41,7 +46,7 @@ def _populate(root: Path, files: dict[str, str], probes: Sequence[str]) -> None:
             link.symlink_to("/bin/busybox")
     init = root / "sbin/init"
     init.unlink(missing_ok=True)
-    init.write_text(resources.files("ovl_tools.vm").joinpath("test-init.sh").read_text())
+    init.write_text(test_init_script())
     init.chmod(0o755)
     files.setdefault("/etc/hostname", "base-image\n")
     for path, text in files.items():

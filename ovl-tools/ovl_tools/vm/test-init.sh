@@ -1,6 +1,7 @@
 #!/bin/sh
-# /sbin/init of ovl's test root: describe the booted system as "OVL-TEST ..." console lines,
-# then power off. VM tests read these lines; nothing here may need more than busybox.
+# /sbin/init of ovl's test root (or a service on a real Debian root): describe the booted
+# system as "OVL-TEST ..." console lines, then power off. VM tests read these lines; nothing
+# here may need more than busybox or Debian's minbase.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 [ -e /proc/mounts ] || mount -t proc proc /proc
 [ -e /sys/class ] || mount -t sysfs sysfs /sys
@@ -12,6 +13,7 @@ for nic in /sys/class/net/*; do
     [ "${nic##*/}" = lo ] || mac="$(cat "$nic/address")"
 done
 say "facts mac=$mac uuid=$(cat /sys/class/dmi/id/product_uuid) release=$(uname -r)"
+say "pid1 $(cat /proc/1/comm)"
 say "mounts $(awk '$2 == "/" { root = $1 " " $3 } END { print root }' /proc/mounts)"
 
 while read -r probe; do
