@@ -168,3 +168,31 @@ def test_full_store_answers_507_and_keeps_no_partial_delta(
     assert not (small / "deltas").exists() or stored_files(small) == []
     assert list((small / "tmp").iterdir()) == []
     assert len(spool.pending()) == 1
+
+
+def test_signed_but_hostile_delta_is_rejected_before_it_can_break_a_bake(
+    tmp_path: Path, server_root: Path
+) -> None:
+    import hashlib
+    import io
+    import tarfile
+
+    import zstandard
+
+    from agent.delta.spool import SpooledDelta
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("../../etc/passwd")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"evil\n"))
+    data = zstandard.ZstdCompressor().compress(raw.getvalue())
+    sha = hashlib.sha256(data).hexdigest()
+    spool = Spool(tmp_path / "spool")
+    spool.root.mkdir()
+    path = spool.root / f"{1:019d}-{sha}.tar.zst"
+    path.write_bytes(data)
+    assert spool.pending() == [SpooledDelta(path, sha, 1)]
+    with running_server(server_root) as url, pytest.raises(Refused, match="400 delta rejected: "):
+        shipper(url, tmp_path).ship_all(spool)
+    assert not (server_root / "deltas").exists() or stored_files(server_root) == []

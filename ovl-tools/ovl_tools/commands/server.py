@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadInput
+from agent.errors import BadInput, OvlError
 from agent.facts import normalize_mac
 from agent.trust.minisign import parse_public_key
 from ovl_tools.server import bake, history
@@ -166,7 +166,10 @@ def _bake(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    bake.watch(Store(args.root), _signer(args), args.interval, _announce)
+    def complain(exc: OvlError) -> None:
+        print(f"ovl: error: {exc.line}", file=sys.stderr, flush=True)
+
+    bake.watch(Store(args.root), _signer(args), args.interval, _announce, complain)
     return 0
 
 

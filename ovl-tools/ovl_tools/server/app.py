@@ -161,6 +161,9 @@ class ServerApp:
                 return Reply("400 Bad Request", f"content hash {digest} does not match the name")
             key = minisign.parse_public_key(upload.public_key, f"machine {upload.machine} key")
             minisign.verify_file(key, upload.signature, body, f"delta {sha[:12]}")
+            problem = _unbakeable(body)
+            if problem:
+                return Reply("400 Bad Request", f"delta rejected: {problem}")
             self.store.accept_delta(
                 upload.machine, sha, body, upload.signature.to_text(), upload.created_ns
             )
@@ -173,6 +176,22 @@ class ServerApp:
             if body is not None:
                 body.unlink(missing_ok=True)
         return Reply("201 Created", "stored")
+
+
+def _unbakeable(delta: Path) -> str:
+    """Why the bundle engine would refuse this delta as a layer ('' when it would not).
+
+    Checked before accepting: one machine's hostile or broken delta must not make the next
+    bundle version of its whole profile unbootable.
+    """
+    from agent.bundle.scan import scan_bundle
+
+    try:
+        with delta.open("rb") as raw:
+            scan_bundle(raw)
+    except OvlError as exc:
+        return exc.line
+    return ""
 
 
 def _signature(environ: dict[str, Any]) -> minisign.Signature:

@@ -158,13 +158,21 @@ def watch(
     sign: Signer | None,
     interval: float,
     on_publish: Callable[[Version], None],
+    on_error: Callable[[OvlError], None],
     keep_going: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Bake every profile whenever new deltas have landed, polling every `interval` seconds."""
+    """Bake every profile whenever new deltas have landed, polling every `interval` seconds.
+
+    A profile that fails to bake (a full disk, say) is reported and tried again next round;
+    the other profiles go on being baked.
+    """
     while keep_going():
         for profile in store.profiles():
-            if store.current(profile) is not None and pending_deltas(store, profile):
-                version = bake(store, profile, sign)
-                if version is not None:
-                    on_publish(version)
+            try:
+                if store.current(profile) is not None and pending_deltas(store, profile):
+                    version = bake(store, profile, sign)
+                    if version is not None:
+                        on_publish(version)
+            except OvlError as exc:
+                on_error(exc)
         time.sleep(interval)
