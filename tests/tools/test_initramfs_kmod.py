@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from initramfs_fixtures import Kernel, debian_cloud_kernel
 from ovl_tools.initramfs.kmod import (
@@ -71,3 +73,15 @@ def test_subset_indexes_know_only_the_selected_modules(kernel: Kernel, index: Mo
     assert "kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko" in dep
     assert len(dep.splitlines()) == len(selection.files)
     assert subset_indexes(kernel.modules, kernel.version, selection.files) == indexes
+
+
+def test_a_tree_without_indexes_is_indexed_in_scratch_space(kernel: Kernel, tmp_path: Path) -> None:
+    # As unpacked from a kernel .deb: modules and modules.order, no modules.dep (postinst's job).
+    tree = tmp_path / "modules"
+    for rel in ("kernel/fs/fat/vfat.ko", "kernel/fs/fat/fat.ko", "modules.order"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).symlink_to(kernel.modules / rel)
+    with module_index(tree, kernel.version) as index:
+        selection = select_modules(index, ["vfat"])
+    assert selection.files == ("kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko")
+    assert sorted(p.name for p in tree.iterdir()) == ["kernel", "modules.order"]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agent.errors import BadInput
 from ovl_tools.initramfs.build import BuildRequest, BuildResult, build_initramfs, source_date_epoch
 from ovl_tools.initramfs.conf import default_config, load_config
+from ovl_tools.initramfs.freeze import EXECUTABLE, frozen_agent
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +37,12 @@ def register(subparsers: Any) -> None:
     build.add_argument("--report", action="store_true", help="print the size of each part")
     build.add_argument("--json", action="store_true", help="print the result as JSON")
     build.set_defaults(func=run_build)
+    freeze = actions.add_parser(
+        "freeze",
+        help="write the frozen agent to a directory (for the initramfs-tools and dracut hooks)",
+    )
+    freeze.add_argument("-o", "--output", type=Path, required=True, help="e.g. /usr/lib/ovl/agent")
+    freeze.set_defaults(func=run_freeze)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -62,6 +71,20 @@ def run_build(args: argparse.Namespace) -> int:
             packed = _mb(part.compressed) if part.compressed is not None else "-"
             print(f"{part.name:<10}{part.files:>7}{_mb(part.uncompressed):>12}{packed:>12}")
         print(f"{'total':<10}{'':>7}{_mb(result.uncompressed):>12}{_mb(result.compressed):>12}")
+    return 0
+
+
+def run_freeze(args: argparse.Namespace) -> int:
+    output: Path = args.output
+    if output.exists() and not (output / EXECUTABLE).is_file():
+        raise BadInput(f"{output}: exists and is not a frozen agent; not replacing it")
+    frozen = frozen_agent()
+    staging = output.with_name(f".{output.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(frozen, staging, symlinks=True)
+    shutil.rmtree(output, ignore_errors=True)
+    staging.rename(output)
+    print(f"{output}: agent {frozen.name.removeprefix('agent-')}")
     return 0
 
 

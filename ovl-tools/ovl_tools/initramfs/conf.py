@@ -84,7 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXTRA_FILES", "", "more files: SOURCE or SOURCE:DEST, separated by spaces"),
     Setting(
         "EXTRA_BINARIES",
-        "btrfs? mkfs.btrfs?",
+        "blkid btrfs? mkfs.btrfs?",
         "ELF programs (name on PATH or absolute path) copied to /usr/bin with their shared "
         "libraries; a trailing ? makes one optional",
     ),

@@ -1,0 +1,33 @@
+#!/bin/sh
+# dracut mount hook: run the ovl agent, which assembles the root on $NEWROOT and writes the
+# hand-over file (docs/CMDLINE.md); dracut then moves /run etc. and switches root itself.
+[ "$root" = ovl ] || return 0
+ismounted "$NEWROOT" && return 0
+
+ovl_run_agent() {
+    /ovl/agent/ovl-agent boot --cmdline /run/ovl/cmdline --sysroot "$NEWROOT" "$@"
+    ovl_status=$?
+    ROOT= INIT= BREAK= EMERGENCY=
+    # Values are shell-quoted by the agent; sourcing the file is the parser.
+    if [ -f /run/ovl/handover ]; then . /run/ovl/handover; fi
+}
+
+mkdir -p /run/ovl
+# ovl.break=pre-agent is this hook's own; the agent reads the command line without it.
+sed -E 's/(^| )ovl\.break=pre-agent( |$)/ /g' /proc/cmdline >/run/ovl/cmdline
+if [ "$(getarg ovl.break=)" = pre-agent ]; then
+    emergency_shell -n ovl "ovl.break=pre-agent: shell before the agent runs"
+fi
+[ -f /etc/ssl/certs/ca-certificates.crt ] && export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+
+ovl_run_agent
+if [ -n "$BREAK" ]; then
+    emergency_shell -n ovl "ovl.break: agent stopped before $BREAK (see /run/ovl)"
+    ovl_run_agent --no-break
+fi
+if [ -z "$ROOT" ]; then
+    warn "ovl: emergency: ${EMERGENCY:-agent exited with status $ovl_status and no hand-over}"
+    emergency_shell -n ovl
+elif [ "$ROOT" != "$NEWROOT" ]; then
+    mount --move "$ROOT" "$NEWROOT"
+fi
