@@ -30,7 +30,6 @@ _TYPEFLAG = {
     Kind.HARDLINK: b"1",
     Kind.SYMLINK: b"2",
     Kind.DIR: b"5",
-    Kind.FIFO: b"6",
     Kind.WHITEOUT: b"0",
     Kind.OPAQUE: b"0",
 }
@@ -82,7 +81,6 @@ def _ustar(
     mtime: int,
     typeflag: bytes,
     link: bytes,
-    devices: tuple[int, int],
 ) -> bytes:
     header = _USTAR.pack(
         name,
@@ -97,8 +95,8 @@ def _ustar(
         b"ustar\x0000",
         b"",
         b"",
-        b"%07o" % devices[0],
-        b"%07o" % devices[1],
+        b"0000000",
+        b"0000000",
         b"",
     )
     return header[:148] + b"%06o\0 " % sum(header) + header[156:]
@@ -124,13 +122,8 @@ def tar_header(entry: Entry) -> bytes:
     for xattr, raw in entry.xattrs.items():
         records.append(_pax_record("SCHILY.xattr." + xattr, raw))
         binary = binary or not _is_utf8(raw)
-    if entry.kind is Kind.DEVICE:
-        typeflag = b"3" if entry.char_device else b"4"
-        devices = (os.major(entry.rdev), os.minor(entry.rdev))
-    else:
-        typeflag, devices = _TYPEFLAG[entry.kind], (0, 0)
     ids = (entry.uid, entry.gid)
-    header = _ustar(name, entry.mode, ids, size, seconds, typeflag, link, devices)
+    header = _ustar(name, entry.mode, ids, size, seconds, _TYPEFLAG[entry.kind], link)
     if not records:
         return header
     if binary:
@@ -143,7 +136,7 @@ def tar_header(entry: Entry) -> bytes:
 def _pax_header(size: int) -> bytes:
     """The 'x' header before a pax record block. Readers ignore its name and mtime, so one
     header per record size serves every member (most members differ only in their mtime)."""
-    return _ustar(b"PaxHeaders/ovl", 0o644, (0, 0), size, 0, b"x", b"", (0, 0))
+    return _ustar(b"PaxHeaders/ovl", 0o644, (0, 0), size, 0, b"x", b"")
 
 
 def _is_utf8(value: bytes) -> bool:

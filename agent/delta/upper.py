@@ -30,8 +30,6 @@ class Kind(enum.Enum):
     DIR = "dir"
     SYMLINK = "symlink"
     HARDLINK = "hardlink"
-    DEVICE = "device"
-    FIFO = "fifo"
     WHITEOUT = "whiteout"
     OPAQUE = "opaque"
 
@@ -52,8 +50,6 @@ class Entry(NamedTuple):
     size: int = 0
     source: str = ""  # file to read the data from (FILE only)
     link: str = ""
-    rdev: int = 0
-    char_device: bool = False
     xattrs: dict[str, bytes] = {}  # noqa: RUF012 - never mutated; NamedTuple defaults are shared
 
 
@@ -130,8 +126,10 @@ def _entries_for(
         marker = f"{head}/{WHITEOUT_PREFIX}{name}" if head else WHITEOUT_PREFIX + name
         yield Entry(marker, Kind.WHITEOUT, perms, uid, gid, mtime)
         return
-    if stat.S_ISSOCK(mode):
-        return  # sockets are runtime state; tar cannot carry them either
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        # Runtime objects; the bundle engine refuses devices and fifos in a layer, so shipping
+        # one would only get every later delta of this machine refused by the server.
+        return
     xattrs, opaque = portable_xattrs(path)
     if stat.S_ISDIR(mode):
         yield Entry(rel, Kind.DIR, perms, uid, gid, mtime, xattrs=xattrs)
@@ -148,18 +146,3 @@ def _entries_for(
     elif stat.S_ISLNK(mode):
         link = os.readlink(path)
         yield Entry(rel, Kind.SYMLINK, perms, uid, gid, mtime, link=link, xattrs=xattrs)
-    elif stat.S_ISFIFO(mode):
-        yield Entry(rel, Kind.FIFO, perms, uid, gid, mtime, xattrs=xattrs)
-    else:
-        char = stat.S_ISCHR(mode)
-        yield Entry(
-            rel,
-            Kind.DEVICE,
-            perms,
-            uid,
-            gid,
-            mtime,
-            rdev=st.st_rdev,
-            char_device=char,
-            xattrs=xattrs,
-        )

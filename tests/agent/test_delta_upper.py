@@ -140,6 +140,8 @@ def test_whiteouts_and_opaque_dirs_become_oci_markers(tmp_path: Path, mounts: ob
     make_lower(lower)
     merged = overlay(mounts, [lower], tmp_path / "upper", tmp_path / "work", tmp_path / "merged")
     change_merged(merged)
+    os.mkfifo(merged / "srv/pipe")
+    os.mknod(merged / "srv/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     delta = pack(tmp_path / "upper", Rules())
     plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(delta)).read()
     with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
@@ -150,6 +152,7 @@ def test_whiteouts_and_opaque_dirs_become_oci_markers(tmp_path: Path, mounts: ob
     assert members["srv/data/hard"].islnk() or members["srv/data/new"].islnk()
     assert members["etc/hostname"].uid == 123 and members["etc/hostname"].mode == 0o600
     assert not any(n.startswith(("tmp/", "var/cache/")) for n in members)
+    assert "srv/pipe" not in members and "srv/null" not in members  # runtime objects stay
     assert not any("trusted.overlay" in k for m in members.values() for k in m.pax_headers)
 
 
