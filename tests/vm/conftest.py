@@ -8,7 +8,7 @@ whose init prints `OVL-TEST ...` lines (ovl_tools/vm/test-init.sh) that the test
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -91,13 +91,17 @@ def boot_vm(kernel: Kernel, initrd: Path, tmp_path: Path) -> Iterator[BootVm]:
 
 
 @pytest.fixture
-def pack_bundle(tmp_path: Path, signer: Signer) -> Callable[[str, dict[str, str]], Path]:
-    """Pack and seal `tree` (relative path -> text) as tmp_path/www/<name> (+ `.minisig`)."""
+def pack_bundle(tmp_path: Path, signer: Signer) -> Callable[..., Path]:
+    """Pack and seal `tree` (relative path -> text) as tmp_path/www/<name> (+ `.minisig`).
+
+    Call as pack_bundle(name, tree, recipients=(age public key files to encrypt to)).
+    """
     count = 0
 
-    def pack(name: str, tree: dict[str, str]) -> Path:
+    def pack(name: str, tree: dict[str, str], recipients: Sequence[Path] = ()) -> Path:
         nonlocal count
         count += 1
-        return seal_tree(tree, tmp_path / f"bundle-{count}", tmp_path / "www" / name, signer)
+        work, output = tmp_path / f"bundle-{count}", tmp_path / "www" / name
+        return seal_tree(tree, work, output, signer, recipients)
 
     return pack

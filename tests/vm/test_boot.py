@@ -17,6 +17,7 @@ from ovl_tools.vm.disk import DiskFs, make_disk
 from ovl_tools.vm.httpserve import StaticServer
 from ovl_tools.vm.kernel import Kernel
 from ovl_tools.vm.markers import GuestReport
+from ovl_tools.vm.ovlcommand import ovl
 from ovl_tools.vm.qemu import Machine
 from ovl_tools.vm.rootimage import test_init_script
 
@@ -31,7 +32,7 @@ FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5"
 ON_IMAGE = f"{FETCH} ovl.root=/dev/vda"
 MANIFEST = json.dumps({"name": "vm-test-fleet", "serial": 1})
 
-PackBundle = Callable[[str, dict[str, str]], Path]
+PackBundle = Callable[..., Path]
 BootVm = Callable[..., GuestReport]
 
 
@@ -220,3 +221,38 @@ def test_real_debian_root_with_systemd_boots_with_the_machines_layers(
     assert seen.files["/etc/hostname"] == "debian-alpha"
     assert seen.files["/etc/role"] == "<missing>"
     assert seen.report is not None and seen.report["layers"] == ["base", f"10-{ALPHA_MAC}"]
+
+
+def test_malformed_command_line_stops_in_the_emergency_shell_with_the_reason(
+    boot_vm: BootVm, test_root: Path, refusing_port: int
+) -> None:
+    seen = boot_vm(f"{ON_IMAGE} ovl.mode=ext4", refusing_port, alpha(test_root))
+    assert not seen.booted
+    assert any(line.startswith("ovl: cmdline: ovl.mode=ext4") for line in seen.agent_lines())
+    assert "ovl-init: emergency: " in seen.console
+
+
+def test_encrypted_bundle_opens_only_on_the_machine_holding_its_key(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path
+) -> None:
+    def key_disk(name: str) -> Path:
+        """A partition labelled ovlkey holding this machine's own age identity as /node.age."""
+        keys = tmp_path / f"{name}-keys"
+        ovl("keys", "node-new", "node", "-d", keys)
+        (keys / "node.age.pub").rename(tmp_path / f"{name}.age.pub")
+        return make_disk(
+            tmp_path / f"{name}-key.img", fs=DiskFs.EXT4, label="ovlkey", size_mb=16, contents=keys
+        )
+
+    alpha_keys, beta_keys = key_disk("alpha"), key_disk("beta")
+    bundle = pack_bundle("fleet.ovl", fleet_tree(), recipients=[tmp_path / "alpha.age.pub"])
+    cmdline = f"{ON_IMAGE} ovl.require=encrypted ovl.key=part:LABEL=ovlkey:/node.age"
+    with StaticServer(bundle.parent) as server:
+        holder = boot_vm(cmdline, server.port, alpha(test_root, alpha_keys))
+        stranger = boot_vm(cmdline, server.port, beta(test_root, beta_keys))
+    assert holder.files["/etc/hostname"] == "alpha"
+    assert holder.report is not None and holder.report["bundle"]["encrypted"] is True
+    assert stranger.files["/etc/hostname"] == "base-image"
+    failed = "ovl: verify: http://10.0.2.100/fleet.ovl failed: "
+    reasons = [line for line in stranger.agent_lines() if line.startswith(failed)]
+    assert reasons and "this machine's key" in reasons[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +32,17 @@ def make_signer(directory: Path, name: str = "vm-test") -> Signer:
     return Signer(key=secrets / "signer.key", cert=cert, keys=keys)
 
 
-def seal_tree(tree: Mapping[str, str], work: Path, output: Path, signer: Signer) -> Path:
+def seal_tree(
+    tree: Mapping[str, str],
+    work: Path,
+    output: Path,
+    signer: Signer,
+    recipients: Sequence[Path] = (),
+) -> Path:
     """Write `tree` (relative path -> text) below `work`, pack it, seal it to `output`.
 
-    The signature lands beside the output as `<output>.minisig`.
+    With `recipients` (age public key files) the bundle is encrypted to them. The signature
+    lands beside the output as `<output>.minisig`.
     """
     source, packed = work / "tree", work / "packed.ovl"
     for relative, text in tree.items():
@@ -44,5 +51,6 @@ def seal_tree(tree: Mapping[str, str], work: Path, output: Path, signer: Signer)
         target.write_text(text)
     ovl("pack", source, "-o", packed)
     output.parent.mkdir(parents=True, exist_ok=True)
-    ovl("seal", packed, "--sign", signer.key, "--cert", signer.cert, "-o", output)
+    encrypt_to = [arg for recipient in recipients for arg in ("-r", str(recipient))]
+    ovl("seal", packed, "--sign", signer.key, "--cert", signer.cert, *encrypt_to, "-o", output)
     return output
