@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import os
 import socket
 import statistics
@@ -28,11 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ovl-tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
-import zstandard
 from ovl_tools.keys import load_secret_key, new_signing_pair, sign_file
 from ovl_tools.server.store import Machine, Store
 
+from agent.delta.pack import write_delta
+from agent.delta.rules import Rules
 from agent.delta.ship import SIGNATURE_HEADER, trusted_comment
+from agent.delta.upper import walk_upper
 
 OVL = [sys.executable, "-c", "import sys; from ovl_tools.cli import main; sys.exit(main())"]
 
@@ -160,10 +161,13 @@ def main() -> int:
                     machine, "lab", f"52:54:00:00:{i // 256:02x}:{i % 256:02x}", pub.read_text()
                 )
             )
-            data = zstandard.ZstdCompressor().compress(os.urandom(args.delta_kb * 1024))
-            sha = hashlib.sha256(data).hexdigest()
-            path = Path(tmp) / f"{sha}.tar.zst"
-            path.write_bytes(data)
+            upper = Path(tmp) / f"upper-{i}"
+            (upper / "var/lib/app").mkdir(parents=True)
+            (upper / "var/lib/app/state").write_bytes(os.urandom(args.delta_kb * 1024))
+            path = Path(tmp) / f"delta-{i}.tar.zst"
+            with path.open("wb") as out:
+                sha = write_delta(walk_upper(upper, Rules().wanted), out).sha256
+            data = path.read_bytes()
             sig = sign_file(key, path, trusted_comment(machine, sha, i), "bench").to_text()
             header = base64.b64encode(sig.encode()).decode()
             uploads.append((machine, sha, data, header))
