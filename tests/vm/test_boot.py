@@ -256,3 +256,27 @@ def test_encrypted_bundle_opens_only_on_the_machine_holding_its_key(
     failed = "ovl: verify: http://10.0.2.100/fleet.ovl failed: "
     reasons = [line for line in stranger.agent_lines() if line.startswith(failed)]
     assert reasons and "this machine's key" in reasons[0]
+
+
+def test_older_serial_is_refused_as_a_rollback_and_the_cached_newer_bundle_boots(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path
+) -> None:
+    def release(serial: int) -> dict[str, str]:
+        return {
+            "ovl.json": json.dumps({"name": "vm-test-fleet", "serial": serial}),
+            f"layers/10-{ALPHA_MAC}/etc/hostname": f"alpha-v{serial}\n",
+        }
+
+    cache = make_disk(tmp_path / "cache.img", fs=DiskFs.EXT4, label="ovlcache", size_mb=64)
+    cmdline = f"{ON_IMAGE} ovl.cache=part:LABEL=ovlcache:/cache"
+    newer = pack_bundle("fleet.ovl", release(2))
+    with StaticServer(newer.parent) as server:
+        current = boot_vm(cmdline, server.port, alpha(test_root, cache))
+        pack_bundle("fleet.ovl", release(1))  # replaces what the server offers
+        replayed = boot_vm(cmdline, server.port, alpha(test_root, cache))
+    assert current.files["/etc/hostname"] == "alpha-v2"
+    assert replayed.files["/etc/hostname"] == "alpha-v2"
+    refused = "ovl: verify: http://10.0.2.100/fleet.ovl failed: "
+    reasons = [line for line in replayed.agent_lines() if line.startswith(refused)]
+    assert reasons and "serial 1" in reasons[0] and "replay" in reasons[0]
+    assert replayed.report is not None and replayed.report["bundle"]["serial"] == 2
