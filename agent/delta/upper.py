@@ -89,60 +89,58 @@ def walk_upper(root: Path, wanted: Callable[[str, bool], bool]) -> Iterator[Entr
     "could anything below be wanted?").
     """
     seen_inodes: dict[tuple[int, int], str] = {}
-    yield from _walk_dir(str(root), "", wanted, seen_inodes)
-
-
-def _walk_dir(
-    directory: str,
-    prefix: str,
-    wanted: Callable[[str, bool], bool],
-    seen_inodes: dict[tuple[int, int], str],
-) -> Iterator[Entry]:
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError as exc:
-        raise OvlError(f"{directory}: cannot list upper dir ({exc.strerror})") from exc
-    for name in names:
+    # One loop over a stack of directory listings rather than recursive generators: every
+    # entry would otherwise be passed up through one generator frame per directory level.
+    stack = [(iter(_listing(str(root))), str(root), "")]
+    while stack:
+        names, directory, prefix = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
         path = f"{directory}/{name}"
         rel = prefix + name
         st = os.lstat(path)
         is_dir = stat.S_ISDIR(st.st_mode)
-        if not wanted(rel, is_dir):
-            if is_dir and wanted(rel + "/", True):
-                yield from _walk_dir(path, rel + "/", wanted, seen_inodes)
+        if wanted(rel, is_dir):
+            yield from _entries_for(path, rel, st, seen_inodes)
+        elif not (is_dir and wanted(rel + "/", True)):
             continue
-        yield from _entries_for(path, rel, st, seen_inodes)
         if is_dir:
-            yield from _walk_dir(path, rel + "/", wanted, seen_inodes)
+            stack.append((iter(_listing(path)), path, rel + "/"))
+
+
+def _listing(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError as exc:
+        raise OvlError(f"{directory}: cannot list upper dir ({exc.strerror})") from exc
 
 
 def _entries_for(
     path: str, rel: str, st: os.stat_result, seen_inodes: dict[tuple[int, int], str]
-) -> Iterator[Entry]:
+) -> tuple[Entry, ...]:
     mode = st.st_mode
     perms, uid, gid, mtime = stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns
     if is_whiteout(st):
         head, _, name = rel.rpartition("/")
         marker = f"{head}/{WHITEOUT_PREFIX}{name}" if head else WHITEOUT_PREFIX + name
-        yield Entry(marker, Kind.WHITEOUT, perms, uid, gid, mtime)
-        return
+        return (Entry(marker, Kind.WHITEOUT, perms, uid, gid, mtime),)
     if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         # Runtime objects; the bundle engine refuses devices and fifos in a layer, so shipping
         # one would only get every later delta of this machine refused by the server.
-        return
+        return ()
     xattrs, opaque = portable_xattrs(path)
     if stat.S_ISDIR(mode):
-        yield Entry(rel, Kind.DIR, perms, uid, gid, mtime, xattrs=xattrs)
+        itself = Entry(rel, Kind.DIR, perms, uid, gid, mtime, xattrs=xattrs)
         if opaque:
-            yield Entry(f"{rel}/{OPAQUE_MARKER}", Kind.OPAQUE, perms, uid, gid, mtime)
-        return
+            return (itself, Entry(f"{rel}/{OPAQUE_MARKER}", Kind.OPAQUE, perms, uid, gid, mtime))
+        return (itself,)
     if st.st_nlink > 1:
         first = seen_inodes.setdefault((st.st_dev, st.st_ino), rel)
         if first != rel:
-            yield Entry(rel, Kind.HARDLINK, perms, uid, gid, mtime, link=first, xattrs=xattrs)
-            return
+            return (Entry(rel, Kind.HARDLINK, perms, uid, gid, mtime, link=first, xattrs=xattrs),)
     if stat.S_ISREG(mode):
-        yield Entry(rel, Kind.FILE, perms, uid, gid, mtime, st.st_size, path, xattrs=xattrs)
-    elif stat.S_ISLNK(mode):
-        link = os.readlink(path)
-        yield Entry(rel, Kind.SYMLINK, perms, uid, gid, mtime, link=link, xattrs=xattrs)
+        return (Entry(rel, Kind.FILE, perms, uid, gid, mtime, st.st_size, path, xattrs=xattrs),)
+    link = os.readlink(path)  # what is left is a symlink
+    return (Entry(rel, Kind.SYMLINK, perms, uid, gid, mtime, link=link, xattrs=xattrs),)
