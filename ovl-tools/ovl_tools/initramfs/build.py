@@ -74,18 +74,15 @@ def build_initramfs(request: BuildRequest) -> BuildResult:
     _add_skeleton(tree)
     _add_busybox(tree, config.busybox)
     _add_shim(tree, config)
+    selection = _add_modules(tree, request)
+    warnings += [f"module {name} is built into the kernel" for name in selection.builtin]
+    warnings += [f"module {name} is not in this kernel" for name in selection.missing]
     _add_keys(tree, config.keys, warnings)
     _add_extra_files(tree, config)
     binaries = _add_extra_binaries(tree, config, warnings)
     agent = config.agent or frozen_agent()
     _add_agent(tree, agent)
     _add_libraries(tree, agent, binaries)
-    selection = _add_modules(tree, request)
-    warnings += [f"module {n} is built into kernel {request.kernel_version}" for n in
-                 selection.builtin]  # fmt: skip
-    warnings += [f"module {n} is not in kernel {request.kernel_version}" for n in
-                 selection.missing]  # fmt: skip
-    tree.add_file("etc/ovl/modules", "".join(f"{m}\n" for m in selection.load).encode(), "other")
 
     uncompressed, compressed, digest = _write_image(tree.entries(), request)
     parts = tuple(
@@ -235,6 +232,9 @@ def _add_modules(tree: ImageTree, request: BuildRequest) -> ModuleSelection:
         tree.add_file(f"{base}/{rel}", moddir / rel, "modules")
     for name, data in subset_indexes(moddir, version, selection.files).items():
         tree.add_file(f"{base}/{name}", data, "modules")
+    # What /init modprobes, in the configured order.
+    modprobe = "".join(f"{name}\n" for name in selection.load).encode()
+    tree.add_file("etc/ovl/modules", modprobe, "other")
     return selection
 
 

@@ -58,11 +58,12 @@ class ImageTree:
                 yield entry
 
     def parts(self) -> dict[str, tuple[int, int]]:
-        """{part: (files, bytes of content)}, parts in the order they were first used."""
+        """{part: (files and symlinks, bytes of content)}; directories count for nothing."""
         totals: dict[str, tuple[int, int]] = {}
         for entry, part in self._entries.values():
             files, size = totals.get(part, (0, 0))
-            totals[part] = (files + 1, size + entry.size())
+            counted = 0 if stat.S_ISDIR(entry.mode) else 1
+            totals[part] = (files + counted, size + entry.size())
         return totals
 
     def _parents(self, path: str) -> None:
