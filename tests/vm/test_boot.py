@@ -19,7 +19,7 @@ from ovl_tools.vm.kernel import Kernel
 from ovl_tools.vm.markers import GuestReport
 from ovl_tools.vm.ovlcommand import ovl
 from ovl_tools.vm.qemu import Machine
-from ovl_tools.vm.rootimage import test_init_script
+from ovl_tools.vm.rootimage import reporting_init_script
 
 from agent.run import run
 
@@ -207,7 +207,7 @@ def test_real_debian_root_with_systemd_boots_with_the_machines_layers(
     tree = {
         "ovl.json": MANIFEST,
         "etc/ovl-probe": "/etc/hostname\n/etc/motd\n/etc/role\n",
-        "usr/local/sbin/ovl-test-report": test_init_script(),
+        "usr/local/sbin/ovl-test-report": reporting_init_script(),
         "etc/systemd/system/ovl-test.service": DEBIAN_UNIT,
         f"layers/10-{ALPHA_MAC}/etc/hostname": "debian-alpha\n",
         f"layers/20-{BETA_MAC}/etc/role": "not for alpha\n",

@@ -50,8 +50,6 @@ def fetch_kernel(package: str = DEFAULT_PACKAGE, cache_dir: Path | None = None) 
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
             staging = Path(tmp)
-            # apt drops to the _apt user for downloads; it must be able to write here.
-            staging.chmod(0o755)
             run(["apt-get", "download", "-q", versioned], cwd=staging)
             debs = sorted(staging.glob(f"{versioned}_*.deb"))
             if not debs:

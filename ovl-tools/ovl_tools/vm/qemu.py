@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 from types import TracebackType
@@ -45,7 +45,6 @@ class Boot:
     initrd: Path
     cmdline: str
     http_port: int
-    extra_args: tuple[str, ...] = field(default=())
 
 
 def qemu_argv(boot: Boot, machine: Machine, console: Path, pidfile: Path) -> list[str]:
@@ -69,7 +68,7 @@ def qemu_argv(boot: Boot, machine: Machine, console: Path, pidfile: Path) -> lis
     ]  # fmt: skip
     for disk in machine.disks:
         argv += ["-drive", f"file={disk},if=virtio,format=raw"]
-    return argv + list(boot.extra_args)
+    return argv
 
 
 class VirtualMachine:
@@ -125,11 +124,6 @@ class VirtualMachine:
             if found:
                 return found
         raise OvlError(f"VM: stopped ({self._exit_reason()}) without a line matching {pattern!r}")
-
-    def wait_exit(self, timeout: float = 60) -> None:
-        """Read the console to the end, waiting for the guest to power off."""
-        for _ in self.lines(timeout):
-            pass
 
     def text(self) -> str:
         """The whole console so far."""

@@ -27,7 +27,7 @@ def build_test_root(
     return output
 
 
-def test_init_script() -> str:
+def reporting_init_script() -> str:
     """The reporting init: POSIX sh, needing only busybox or a minimal Debian."""
     return resources.files("ovl_tools.vm").joinpath("test-init.sh").read_text()
 
@@ -46,7 +46,7 @@ def _populate(root: Path, files: dict[str, str], probes: Sequence[str]) -> None:
             link.symlink_to("/bin/busybox")
     init = root / "sbin/init"
     init.unlink(missing_ok=True)
-    init.write_text(test_init_script())
+    init.write_text(reporting_init_script())
     init.chmod(0o755)
     files.setdefault("/etc/hostname", "base-image\n")
     for path, text in files.items():
