@@ -7,9 +7,12 @@ import io
 import os
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ovl_tools.initramfs.cpio import Entry, char_device, directory, regular, symlink, write_newc
 
 
@@ -78,3 +81,26 @@ def test_gnu_cpio_lists_and_extracts_what_was_written(tmp_path: Path) -> None:
     console = (out / "dev/console").lstat()
     assert stat.S_ISCHR(console.st_mode)
     assert (os.major(console.st_rdev), os.minor(console.st_rdev)) == (5, 1)
+
+
+_names = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..")
+)
+
+
+@pytest.mark.subprocess
+@settings(max_examples=25, deadline=None)
+@given(files=st.dictionaries(st.lists(_names, min_size=1, max_size=3).map("/".join),
+                             st.binary(max_size=300), min_size=1, max_size=8))  # fmt: skip
+def test_gnu_cpio_extracts_any_tree_byte_for_byte(files: dict[str, bytes]) -> None:
+    # A path may not be both a file and a directory: keep files that are nobody's parent.
+    leaves = {p: c for p, c in files.items() if not any(o.startswith(p + "/") for o in files)}
+    entries = [regular(p, c) for p, c in leaves.items()]
+    dirs = {"/".join(p.split("/")[:i]) for p in leaves for i in range(1, p.count("/") + 1)}
+    entries += [directory(d) for d in dirs]
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run(
+            ["cpio", "-i", "-d", "--quiet"], input=archive(entries), cwd=scratch, check=True
+        )
+        for path, content in leaves.items():
+            assert (Path(scratch) / path).read_bytes() == content

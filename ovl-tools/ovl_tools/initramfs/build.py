@@ -206,8 +206,8 @@ def _add_libraries(tree: ImageTree, agent: Path, binaries: Iterable[Path]) -> No
     internal = agent / "_internal"
     inner = [p for p in sorted(internal.rglob("*")) if p.is_file() and is_elf(p)]
     libraries = {
-        **library_closure([agent / EXECUTABLE, *binaries]).libraries,
-        **library_closure(inner, extra_dirs=[internal]).libraries,
+        **library_closure([agent / EXECUTABLE, *binaries]),
+        **library_closure(inner, extra_dirs=[internal]),
     }
     placed: dict[Path, str] = {}
     for wanted, host in sorted(libraries.items()):

@@ -190,7 +190,7 @@ def _build(values: dict[str, tuple[str, int]], base: Path, where: str) -> Initra
             if dest and not dest.startswith("/"):
                 raise ValueError(f"{entry!r}: destination must be absolute")
             src = path(source)
-            files.append(ExtraFile(src, dest or "/" + str(src.resolve()).lstrip("/")))
+            files.append(ExtraFile(src, dest or str(src.resolve())))
         return tuple(files)
 
     def extra_binaries(raw: str) -> tuple[ExtraBinary, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import OvlError
@@ -53,11 +53,16 @@ def read_elf(path: Path) -> ElfInfo:
         raise OvlError(f"{path}: not an ELF file")
     if data[4] != 2 or data[5] != 1:
         raise OvlError(f"{path}: only 64-bit little-endian ELF files are supported")
+    try:
+        return _parse(data)
+    except (struct.error, StopIteration, ValueError, UnicodeDecodeError):
+        raise OvlError(f"{path}: malformed ELF file") from None
+
+
+def _parse(data: bytes) -> ElfInfo:
     machine = struct.unpack_from("<H", data, 18)[0]
-    phoff, phentsize, phnum = (
-        struct.unpack_from("<Q", data, 32)[0],
-        *struct.unpack_from("<HH", data, 54),
-    )
+    phoff = struct.unpack_from("<Q", data, 32)[0]
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
     loads: list[tuple[int, int, int]] = []
     interpreter = None
     dynamic: tuple[int, int] | None = None
@@ -79,6 +84,7 @@ def read_elf(path: Path) -> ElfInfo:
         if tag == 0:
             break
         entries.append((tag, value))
+    # DT_STRTAB is an address; the PT_LOAD segment that maps it gives the file offset.
     strtab_vaddr = next(v for t, v in entries if t == _DT_STRTAB)
     strtab = next(o + strtab_vaddr - v for v, o, n in loads if v <= strtab_vaddr < v + n)
 
@@ -115,26 +121,20 @@ def _read_ld_so_conf(root: Path, conf: Path, dirs: list[str]) -> None:
             dirs.append(line)
 
 
-@dataclass
-class Closure:
-    """Libraries needed by a set of ELF files, as {path ld.so will open: host file}."""
-
-    libraries: dict[str, Path] = field(default_factory=dict)
-
-
 def library_closure(
     binaries: Iterable[Path],
     *,
     extra_dirs: Sequence[Path] = (),
     system_dirs: Sequence[str] | None = None,
-) -> Closure:
-    """Every shared library (and interpreter) `binaries` need, transitively.
+) -> dict[str, Path]:
+    """Every shared library (and interpreter) `binaries` need, transitively, as
+    {path ld.so opens: the host file it is}.
 
     `extra_dirs` are searched first, as LD_LIBRARY_PATH would be; libraries found there ship
     with the binaries: they are scanned for their own needs but are not part of the closure.
     """
     search = tuple(system_dirs if system_dirs is not None else system_library_dirs())
-    closure = Closure()
+    closure: dict[str, Path] = {}
     shipped: set[str] = set()
     pending = list(binaries)
     seen: set[Path] = set()
@@ -144,11 +144,11 @@ def library_closure(
             continue
         seen.add(binary)
         info = read_elf(binary)
-        if info.interpreter and info.interpreter not in closure.libraries:
+        if info.interpreter and info.interpreter not in closure:
             interp = Path(info.interpreter)
             if not interp.exists():
                 raise OvlError(f"{binary}: interpreter {info.interpreter} not found")
-            closure.libraries[info.interpreter] = interp.resolve()
+            closure[info.interpreter] = interp.resolve()
         for soname in info.needed:
             if soname in shipped:
                 continue
@@ -160,8 +160,8 @@ def library_closure(
             where = _find_library(soname, binary, info, search)
             if where is None:
                 raise OvlError(f"{binary}: needs {soname}, which is not on the library path")
-            if str(where) not in closure.libraries:
-                closure.libraries[str(where)] = where.resolve()
+            if str(where) not in closure:
+                closure[str(where)] = where.resolve()
                 pending.append(where.resolve())
     return closure
 
