@@ -39,19 +39,17 @@ class Scratch:
     decoded: int = 0
 
     def open(self, path: Path) -> tarfile.TarFile:
-        if self.directory is None:
-            self.directory = self.store.temp_dir()
+        """`path` (a bundle or delta in any encoding the engine reads) as a seekable tar."""
         from agent.bundle.codec import open_decoded
 
-        # Random access needs a plain tar on disk; the engine's codec strips armour and
-        # compression (zstd, gzip, xz, zlib) whatever the admin used.
+        if self.directory is None:
+            self.directory = self.store.temp_dir()
         self.decoded += 1
         plain = self.directory / f"{self.decoded}.tar"
         with path.open("rb") as raw, open_decoded(raw) as decoded, plain.open("wb") as out:
             shutil.copyfileobj(decoded, out, _COPY_CHUNK)
-        path = plain
         try:
-            return self.open_tars.enter_context(tarfile.open(path, "r:*"))
+            return self.open_tars.enter_context(tarfile.open(plain, "r:"))
         except (tarfile.TarError, EOFError) as exc:
             raise OvlError(f"{path}: not a readable tar ({exc})") from exc
 
