@@ -231,3 +231,20 @@ def test_sweep_tmp_drops_only_what_is_old(tmp_path: Path) -> None:
         os.utime(path, (1, 1))
     store.sweep_tmp()
     assert [p for p in (old_file, young_file, old_dir) if p.exists()] == [young_file]
+
+
+@pytest.mark.subprocess
+def test_records_the_server_writes_match_their_shipped_schemas(tmp_path: Path, root: Path) -> None:
+    import jsonschema
+
+    schemas = Path(__file__).resolve().parents[2] / "ovl-tools/ovl_tools/server"
+    machine_schema = json.loads((schemas / "machine.schema.json").read_text())
+    version_schema = json.loads((schemas / "version.schema.json").read_text())
+    jsonschema.validate(json.loads((root / "machines/node1.json").read_text()), machine_schema)
+    accept(Store(root), "node1", delta_file(tmp_path, "s", {"etc/x": b"x\n"}), 1)
+    assert ovl("server", "--root", str(root), "bake").returncode == 0
+    assert ovl("server", "--root", str(root), "rollback", "1", "--profile", "lab").returncode == 0
+    for version in Store(root).versions("lab"):
+        jsonschema.validate(version.meta, version_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"profile": "lab", "mac": "nope", "public_key": ""}, machine_schema)
