@@ -12,8 +12,6 @@ from ovl_tools.vm.ovlcommand import ovl
 VM_SETTINGS: Mapping[str, str] = {
     # zstd -3 builds in seconds rather than a minute; the guest unpacks either as fast.
     "COMPRESS_LEVEL": "3",
-    # busybox-static has no blkid, and the agent finds LABEL= devices with it.
-    "EXTRA_BINARIES": "blkid btrfs? mkfs.btrfs?",
 }
 
 
