@@ -74,6 +74,11 @@ def summarize(seen: GuestReport) -> int:
         step("the guest did not finish booting into the stacked root (see the console above)")
         return 1
     report: dict[str, Any] = seen.report
+    bundle = report.get("bundle") or {}
+    step(
+        f"report.json: bundle {bundle.get('source')} serial {bundle.get('serial')}, "
+        f"signer {bundle.get('signer')}, sha256 {str(bundle.get('sha256'))[:16]}..."
+    )
     layers = report.get("layers", [])
     step(f"layers applied: {', '.join(layers) or 'none'}")
     for path, content in seen.files.items():
