@@ -128,6 +128,8 @@ def _add_busybox(tree: ImageTree, busybox: Path) -> None:
 
 
 def _add_shim(tree: ImageTree, config: InitramfsConfig) -> None:
+    if not (SHIM_DIR / "init").is_file():
+        raise OvlError(f"{SHIM_DIR}/init: missing (run from an ovl checkout)")
     tree.add_file("init", SHIM_DIR / "init", "other", 0o755)
     tree.add_file("etc/ovl/udhcpc.script", SHIM_DIR / "udhcpc.script", "other", 0o755)
     if config.cmdline:
@@ -229,6 +231,8 @@ def _add_modules(tree: ImageTree, request: BuildRequest) -> ModuleSelection:
         selection = select_modules(index, request.config.modules)
     base = f"usr/lib/modules/{version}"
     for rel in selection.files:
+        if not (moddir / rel).is_file():
+            raise OvlError(f"{moddir / rel}: listed in modules.dep but missing")
         tree.add_file(f"{base}/{rel}", moddir / rel, "modules")
     for name, data in subset_indexes(moddir, version, selection.files).items():
         tree.add_file(f"{base}/{name}", data, "modules")
