@@ -28,7 +28,8 @@ pytestmark = pytest.mark.vm
 ALPHA_MAC, ALPHA_UUID = "52:54:00:0a:00:01", "a1a1a1a1-0000-4000-8000-000000000001"
 BETA_MAC, BETA_UUID = "52:54:00:0a:00:02", "b2b2b2b2-0000-4000-8000-000000000002"
 # Bundles are sealed by the session signer; the agent's default is ovl.require=signed.
-FETCH = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.timeout=5"
+BASE = "quiet ip=dhcp ovl.timeout=5"
+FETCH = f"{BASE} ovl=http://10.0.2.100/fleet.ovl"
 ON_IMAGE = f"{FETCH} ovl.root=/dev/vda"
 MANIFEST = json.dumps({"name": "vm-test-fleet", "serial": 1})
 
@@ -280,3 +281,39 @@ def test_older_serial_is_refused_as_a_rollback_and_the_cached_newer_bundle_boots
     reasons = [line for line in replayed.agent_lines() if line.startswith(refused)]
     assert reasons and "serial 1" in reasons[0] and "replay" in reasons[0]
     assert replayed.report is not None and replayed.report["bundle"]["serial"] == 2
+
+
+def test_channels_are_tried_in_order_and_a_partition_serves_when_the_server_is_down(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path, refusing_port: int
+) -> None:
+    bundle = pack_bundle("fleet.ovl", fleet_tree())
+    on_disk = tmp_path / "on-disk"
+    on_disk.mkdir()
+    for sealed in (bundle, bundle.with_name("fleet.ovl.minisig")):
+        (on_disk / sealed.name).write_bytes(sealed.read_bytes())
+    disk = make_disk(tmp_path / "boot.img", fs=DiskFs.EXT4, label="ovlboot", contents=on_disk)
+    channels = "ovl=http://10.0.2.100/fleet.ovl,part:LABEL=ovlboot:/fleet.ovl"
+    seen = boot_vm(f"{BASE} {channels} ovl.root=/dev/vda", refusing_port, alpha(test_root, disk))
+    assert seen.files["/etc/hostname"] == "alpha"
+    lines = seen.agent_lines()
+    assert any(line.startswith("ovl: fetch: http://10.0.2.100/fleet.ovl failed") for line in lines)
+    assert any(line.startswith("ovl: fetch: part:LABEL=ovlboot:/fleet.ovl ok") for line in lines)
+
+
+def test_root_images_stack_bottom_to_top_from_a_disk_and_from_the_server(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path
+) -> None:
+    upper_tree = tmp_path / "upper-image"
+    (upper_tree / "etc").mkdir(parents=True)
+    (upper_tree / "etc/hostname").write_text("second-image\n")
+    (upper_tree / "etc/release-note").write_text("from the second image\n")
+    bundle = pack_bundle("fleet.ovl", {"ovl.json": MANIFEST, "etc/motd": "fleet motd\n"})
+    run(["mksquashfs", upper_tree, bundle.parent / "extra.sqfs", "-quiet", "-all-root"])
+    cmdline = f"{FETCH} ovl.root=/dev/vda,http://10.0.2.100/extra.sqfs"
+    with StaticServer(bundle.parent) as server:
+        seen = boot_vm(cmdline, server.port, alpha(test_root))
+    assert seen.files["/etc/hostname"] == "second-image"
+    assert seen.files["/etc/release-note"] == "from the second image"
+    assert seen.files["/etc/base-only"] == "from the image"
+    assert seen.files["/etc/motd"] == "fleet motd"
+    assert "GET /extra.sqfs 200" in server.requests
