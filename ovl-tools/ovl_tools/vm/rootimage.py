@@ -33,10 +33,10 @@ def reporting_init_script() -> str:
 
 
 def _populate(root: Path, files: dict[str, str], probes: Sequence[str]) -> None:
-    for name in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run"):
+    for name in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "var"):
         (root / name).mkdir(parents=True, exist_ok=True)
-    for name in ("tmp", "var"):
-        (root / name).mkdir(mode=0o1777)
+    (root / "tmp").mkdir()
+    (root / "tmp").chmod(0o1777)  # mkdir's mode would be cut by the umask
     (root / "bin/busybox").write_bytes(BUSYBOX.read_bytes())
     (root / "bin/busybox").chmod(0o755)
     applets = run([BUSYBOX, "--list-full"]).stdout.decode().split()
