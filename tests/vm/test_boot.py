@@ -7,6 +7,7 @@ or the agent's own console lines; nothing is inspected from the host side.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,9 +202,12 @@ TTYPath=/dev/console
 
 
 @pytest.mark.slow
+@pytest.mark.root
 def test_real_debian_root_with_systemd_boots_with_the_machines_layers(
     boot_vm: BootVm, pack_bundle: PackBundle
 ) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root")
     root = debian_root()
     tree = {
         "ovl.json": MANIFEST,
