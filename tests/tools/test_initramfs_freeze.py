@@ -26,7 +26,10 @@ def test_second_freeze_of_the_same_sources_is_the_cached_directory() -> None:
 
 
 def test_frozen_agent_has_every_agent_module_and_no_admin_tools(tmp_path: Path) -> None:
-    from PyInstaller.archive.readers import CArchiveReader, ZlibArchiveReader
+    from PyInstaller.archive.readers import (  # type: ignore[import-untyped]
+        CArchiveReader,
+        ZlibArchiveReader,
+    )
 
     agent = frozen_agent()
     pyz = tmp_path / "PYZ.pyz"
