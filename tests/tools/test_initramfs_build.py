@@ -77,6 +77,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     base = tmp_path_factory.mktemp("initramfs")
     (base / "trusted").mkdir()
     (base / "trusted" / "fleet.pub").write_text("untrusted comment: test\nRWQ=\n")
+    (base / "trusted" / "README.md").write_text("documentation stays on the host\n")
     (base / "motd").write_text("hello from the image\n")
     conf = base / "mkinitramfs.conf"
     # Pinned, so other work on agent/ during the test cannot change the inputs between builds.
@@ -112,6 +113,7 @@ def test_gnu_cpio_lists_the_shim_busybox_agent_modules_and_keys(built: Built) ->
         f"{modules}/modules.dep.bin",
     ):
         assert path in built.listing, path
+    assert [p for p in built.listing if p.startswith("etc/ovl/keys/")] == ["etc/ovl/keys/fleet.pub"]
     assert built.listing == sorted(built.listing, key=lambda p: p.split("/"))
     assert (built.unpacked / "etc/ovl/cmdline").read_text() == (
         "ovl=http://10.0.2.2/fleet.ovl ip=dhcp\n"

@@ -39,6 +39,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def keys(tmp_path: Path) -> Path:
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "fleet.pub").write_text("untrusted comment: fleet\nRWQ=\n")
+    (tmp_path / "keys" / "revoked").write_text("# no key revoked\n")
+    (tmp_path / "keys" / "README.md").write_text("stays on the host\n")
     return tmp_path / "keys"
 
 
@@ -51,7 +53,7 @@ def unpack(image: Path, into: Path) -> Path:
 
 
 def assert_agent_runs(root: Path) -> None:
-    assert (root / "etc/ovl/keys/fleet.pub").is_file()
+    assert sorted(p.name for p in (root / "etc/ovl/keys").iterdir()) == ["fleet.pub", "revoked"]
     assert (root / "etc/ssl/certs/ca-certificates.crt").is_file()
     run = subprocess.run(
         ["/usr/sbin/chroot", str(root), "/ovl/agent/ovl-agent", "--help"],

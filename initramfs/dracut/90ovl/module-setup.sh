@@ -4,7 +4,7 @@
 #   boot:    root=ovl and the ovl.* keys (docs/CMDLINE.md); any ovl= key implies root=ovl
 # Environment (defaults in brackets):
 #   OVL_AGENT_DIR  frozen agent, from `ovl initramfs freeze -o DIR` [/usr/lib/ovl/agent]
-#   OVL_KEYS_DIR   trusted *.pub keys, copied to /etc/ovl/keys [/etc/ovl/keys]
+#   OVL_KEYS_DIR   the trust store, copied to /etc/ovl/keys [/etc/ovl/keys]
 #   OVL_CMDLINE    defaults used when the kernel has no ovl keys [/etc/ovl/cmdline]
 
 ovl_agent_dir() {
@@ -51,8 +51,9 @@ install() {
     for library in $(ovl_system_libraries "$agent"); do
         inst_library "$library"
     done
-    for key in "$keys"/*.pub; do
-        [[ -f "$key" ]] && inst_simple "$key" "/etc/ovl/keys/${key##*/}"
+    # The trust store: root *.pub keys, revoked, revoked.minisig (docs/TRUST.md); not its README.
+    for key in "$keys"/*; do
+        [[ -f "$key" && "$key" != *.md ]] && inst_simple "$key" "/etc/ovl/keys/${key##*/}"
     done
     [[ -f "$defaults" ]] && inst_simple "$defaults" /etc/ovl/cmdline
     inst_simple /etc/ssl/certs/ca-certificates.crt

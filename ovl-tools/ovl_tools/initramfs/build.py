@@ -145,8 +145,9 @@ def _add_keys(tree: ImageTree, keys: Path, warnings: list[str]) -> None:
     if not keys.is_dir():
         warnings.append(f"KEYS: {keys}: no such directory; the image trusts no keys")
         return
+    # Everything the trust store reads (*.pub, revoked, revoked.minisig), not its README.
     for key in sorted(keys.iterdir()):
-        if key.is_file() and not key.name.startswith("."):
+        if key.is_file() and not key.name.startswith(".") and key.suffix != ".md":
             tree.add_file(f"etc/ovl/keys/{key.name}", key.resolve(), "other")
 
 
