@@ -39,7 +39,7 @@ BootVm = Callable[..., GuestReport]
 
 
 def fleet_tree() -> dict[str, str]:
-    """A base file for everyone, one layer per MAC, one per product UUID."""
+    """A base file for everyone, one layer per MAC, one per product UUID (with a whiteout)."""
     return {
         "ovl.json": MANIFEST,
         "etc/motd": "fleet motd\n",
@@ -48,6 +48,8 @@ def fleet_tree() -> dict[str, str]:
         # the same MAC without separators, and a DMI product UUID
         f"layers/20-{ALPHA_MAC.replace(':', '')}/etc/role": "web\n",
         f"layers/20-{BETA_UUID}/etc/role": "database\n",
+        # an OCI whiteout: hides the read-only image's file from beta only
+        f"layers/20-{BETA_UUID}/etc/.wh.base-only": "",
     }
 
 
@@ -78,6 +80,7 @@ def test_two_machines_booting_one_bundle_each_get_only_their_layers(
     assert second.files["/etc/hostname"] == "beta"
     assert second.files["/etc/role"] == "database"
     assert second.files["/etc/motd"] == "fleet motd"
+    assert second.files["/etc/base-only"] == "<missing>"
     assert first.root_mount.endswith(" overlay")
     assert server.requests.count("GET /fleet.ovl 200") == 2
 
