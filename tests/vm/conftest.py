@@ -94,14 +94,17 @@ def boot_vm(kernel: Kernel, initrd: Path, tmp_path: Path) -> Iterator[BootVm]:
 def pack_bundle(tmp_path: Path, signer: Signer) -> Callable[..., Path]:
     """Pack and seal `tree` (relative path -> text) as tmp_path/www/<name> (+ `.minisig`).
 
-    Call as pack_bundle(name, tree, recipients=(age public key files to encrypt to)).
+    Call as pack_bundle(name, tree, recipients=(age public key files), armor=False); `name`
+    may hold directories below www/.
     """
     count = 0
 
-    def pack(name: str, tree: dict[str, str], recipients: Sequence[Path] = ()) -> Path:
+    def pack(
+        name: str, tree: dict[str, str], recipients: Sequence[Path] = (), armor: bool = False
+    ) -> Path:
         nonlocal count
         count += 1
         work, output = tmp_path / f"bundle-{count}", tmp_path / "www" / name
-        return seal_tree(tree, work, output, signer, recipients)
+        return seal_tree(tree, work, output, signer, recipients, armor=armor)
 
     return pack

@@ -324,3 +324,19 @@ def test_root_images_stack_bottom_to_top_from_a_disk_and_from_the_server(
     assert seen.files["/etc/base-only"] == "from the image"
     assert seen.files["/etc/motd"] == "fleet motd"
     assert "GET /extra.sqfs 200" in server.requests
+
+
+def test_armoured_bundle_from_a_gist_channel_boots_the_machines_layers(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path
+) -> None:
+    bundle = pack_bundle("gist/abc123/raw/fleet.ovl", fleet_tree(), armor=True)
+    assert bundle.read_bytes().isascii()
+    www = bundle.parents[3]
+    cmdline = f"{BASE} ovl=gist:abc123/fleet.ovl ovl.gist_base=http://10.0.2.100/gist"
+    with StaticServer(www) as server:
+        seen = boot_vm(f"{cmdline} ovl.root=/dev/vda", server.port, alpha(test_root))
+    assert seen.files["/etc/hostname"] == "alpha"
+    assert any(
+        line.startswith("ovl: fetch: gist:abc123/fleet.ovl ok") for line in seen.agent_lines()
+    )
+    assert "GET /gist/abc123/raw/fleet.ovl.minisig 200" in server.requests

@@ -38,11 +38,13 @@ def seal_tree(
     output: Path,
     signer: Signer,
     recipients: Sequence[Path] = (),
+    *,
+    armor: bool = False,
 ) -> Path:
     """Write `tree` (relative path -> text) below `work`, pack it, seal it to `output`.
 
-    With `recipients` (age public key files) the bundle is encrypted to them. The signature
-    lands beside the output as `<output>.minisig`.
+    With `recipients` (age public key files) the bundle is encrypted to them; with `armor` it
+    is base64 text. The signature lands beside the output as `<output>.minisig`.
     """
     source, packed = work / "tree", work / "packed.ovl"
     for relative, text in tree.items():
@@ -52,5 +54,7 @@ def seal_tree(
     ovl("pack", source, "-o", packed)
     output.parent.mkdir(parents=True, exist_ok=True)
     encrypt_to = [arg for recipient in recipients for arg in ("-r", str(recipient))]
-    ovl("seal", packed, "--sign", signer.key, "--cert", signer.cert, *encrypt_to, "-o", output)
+    armor_args = ["--armor"] if armor else []
+    ovl("seal", packed, "--sign", signer.key, "--cert", signer.cert, *encrypt_to, *armor_args,
+        "-o", output)  # fmt: skip
     return output
