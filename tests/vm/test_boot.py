@@ -151,7 +151,7 @@ def test_change_made_in_one_boot_is_gone_in_the_next_with_a_tmpfs_upper(
     assert second.scratch == {"before": "absent", "after": "present"}
 
 
-def test_change_made_in_one_boot_is_kept_in_the_next_with_a_persistent_upper(
+def test_change_is_kept_by_a_persistent_upper_until_a_boot_wipes_it(
     boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path
 ) -> None:
     upper = make_disk(tmp_path / "upper.img", fs=DiskFs.EXT4, label="ovlupper", size_mb=64)
@@ -160,9 +160,11 @@ def test_change_made_in_one_boot_is_kept_in_the_next_with_a_persistent_upper(
     with StaticServer(bundle.parent) as server:
         first = boot_vm(cmdline, server.port, alpha(test_root, upper))
         second = boot_vm(cmdline, server.port, alpha(test_root, upper))
+        wiped = boot_vm(f"{cmdline},wipe", server.port, alpha(test_root, upper))
     assert first.scratch == {"before": "absent", "after": "present"}
     assert second.scratch == {"before": "present", "after": "present"}
     assert second.files["/etc/hostname"] == "alpha"
+    assert wiped.scratch == {"before": "absent", "after": "present"}
 
 
 def test_btrfs_mode_boots_a_fresh_snapshot_of_the_pristine_subvolume(
