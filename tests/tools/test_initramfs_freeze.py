@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from ovl_tools.initramfs.freeze import EXECUTABLE, cache_root, freeze_key, frozen_agent
+from ovl_tools.initramfs.freeze import (
+    EXECUTABLE,
+    cache_root,
+    freeze_key,
+    frozen_agent,
+    prune_agents,
+)
 
 pytestmark = pytest.mark.subprocess
 
@@ -45,6 +52,21 @@ def test_frozen_agent_has_every_agent_module_and_no_admin_tools(tmp_path: Path) 
     assert expected - modules == set()
     assert {"requests", "zstandard", "cryptography", "pyrage", "pyudev"} <= modules
     assert (agent / "_internal" / "cryptography").is_dir()
+
+
+def test_pruning_keeps_the_current_the_recent_and_the_just_used(tmp_path: Path) -> None:
+    now = time.time()
+    ages = {"current": 99999, "f": 50, "a": 100, "g": 200, "c": 1800, "b": 7200, "d": 9000}
+    for name, age in ages.items():
+        (tmp_path / f"agent-{name}").mkdir()
+        os.utime(tmp_path / f"agent-{name}", (now - age, now - age))
+    (tmp_path / "unrelated").mkdir()
+    removed = prune_agents(tmp_path, keep=tmp_path / "agent-current", spare=3, grace=3600)
+    # kept: the current one, the three most recent others (f, a, g), and c, used 30 min ago
+    assert sorted(p.name for p in removed) == ["agent-b", "agent-d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "agent-a", "agent-c", "agent-current", "agent-f", "agent-g", "unrelated"
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

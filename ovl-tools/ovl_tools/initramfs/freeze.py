@@ -1,7 +1,8 @@
 """The agent frozen with PyInstaller (onedir, stripped), cached by the hash of what went in.
 
-Freezing takes tens of seconds; the cache key covers the agent's sources, the entry script,
-the PyInstaller and Python versions and the freeze options, so a stale agent is never reused.
+Freezing takes seconds to tens of seconds; the cache key covers the agent's sources, the entry
+script, the PyInstaller and Python versions and the freeze options, so a stale agent is never
+reused. Each freeze is ~35 MB, so a new one prunes all but the few most recently used.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import agent
@@ -93,6 +95,7 @@ def frozen_agent(cache: Path | None = None) -> Path:
     root = cache or cache_root()
     target = root / f"agent-{freeze_key()}"
     if (target / EXECUTABLE).is_file():
+        os.utime(target)  # recently used: pruning keeps it
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="freeze-", dir=root) as scratch:
@@ -123,4 +126,20 @@ def frozen_agent(cache: Path | None = None) -> Path:
             if not (target / EXECUTABLE).is_file():
                 raise
             shutil.rmtree(built, ignore_errors=True)
+    prune_agents(root, keep=target)
     return target
+
+
+def prune_agents(root: Path, *, keep: Path, spare: int = 3, grace: float = 3600) -> list[Path]:
+    """Remove frozen agents beyond the `spare` most recently used besides `keep`, but none used
+    within `grace` seconds (a build may still be copying it). Returns what was removed."""
+    others = sorted(
+        (p for p in root.glob("agent-*") if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    cutoff = time.time() - grace
+    removed = [p for p in others[spare:] if p.stat().st_mtime < cutoff]
+    for old in removed:
+        shutil.rmtree(old, ignore_errors=True)
+    return removed
