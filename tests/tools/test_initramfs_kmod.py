@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from initramfs_fixtures import Kernel, debian_cloud_kernel
 from ovl_tools.initramfs.kmod import (
     ModuleIndex,
     module_index,
@@ -13,6 +12,8 @@ from ovl_tools.initramfs.kmod import (
     select_modules,
     subset_indexes,
 )
+
+from tests.tools.initramfs_fixtures import Kernel, debian_cloud_kernel
 
 pytestmark = pytest.mark.subprocess
 
