@@ -27,13 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ovl-tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
-from ovl_tools.keys import load_secret_key, new_signing_pair, sign_file
+from ovl_tools.keys import new_signing_pair
 from ovl_tools.server.store import Machine, Store
 
 from agent.delta.pack import write_delta
 from agent.delta.rules import Rules
 from agent.delta.ship import SIGNATURE_HEADER, trusted_comment
 from agent.delta.upper import walk_upper
+from agent.trust.signing import load_secret_key, sign_file
 
 OVL = [sys.executable, "-c", "import sys; from ovl_tools.cli import main; sys.exit(main())"]
 

@@ -76,14 +76,14 @@ def _machine_id(value: str | None) -> str:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from agent.delta.ship import Backoff, Shipper, minisign_signer
+    from agent.delta.ship import Backoff, Shipper, node_signer
 
     if not args.server:
         raise BadInput("no --server or OVL_DELTA_SERVER to ship to")
     shipper = Shipper(
         server=args.server,
         machine_id=_machine_id(args.machine_id),
-        sign=minisign_signer(args.key),
+        sign=node_signer(args.key),
         timeout=args.timeout,
         backoff=Backoff(tries=args.tries),
     )

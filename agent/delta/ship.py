@@ -10,7 +10,6 @@ network errors are retried with exponential backoff.
 from __future__ import annotations
 
 import base64
-import os
 import random
 import sys
 import time
@@ -30,22 +29,15 @@ _PROGRESS_FROM = 8 << 20
 Signer = Callable[[Path, str], str]  # (file, trusted comment) -> minisign signature text
 
 
-def minisign_signer(secret_key: Path) -> Signer:
-    """Sign with the stock minisign tool and the node's minisign secret key.
+def node_signer(secret_key: Path) -> Signer:
+    """Sign with the node's minisign secret key (read once, here, so a bad key fails early)."""
+    from agent.trust.signing import load_secret_key, sign_file
 
-    The agent may not import ovl_tools' signing code (docs/ARCHITECTURE.md); minisign is the
-    audited reference implementation and is only needed on the booted system, not at boot.
-    """
-    from agent.run import run
+    key = load_secret_key(secret_key)
+    untrusted = f"ovl delta signed by node key {key.public_key.id_hex}"
 
     def sign(path: Path, comment: str) -> str:
-        # The spool sweeps `.tmp-*` names, so a signer killed mid-way leaves nothing behind.
-        out = path.with_name(f".tmp-sig-{os.getpid()}-{path.name}")
-        try:
-            run(["minisign", "-S", "-s", secret_key, "-m", path, "-t", comment, "-x", out])
-            return out.read_text()
-        finally:
-            out.unlink(missing_ok=True)
+        return sign_file(key, path, comment, untrusted).to_text()
 
     return sign
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from agent.errors import BadInput, OvlError
 from agent.trust.open import bundle_comment
+from agent.trust.signing import load_secret_key, sign_file
 from ovl_tools.encode import ArmorWriter
-from ovl_tools.keys import load_secret_key, read_certificate, sign_file
+from ovl_tools.keys import read_certificate
 
 _COPY = 1 << 20
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ovl_tools.keys import load_secret_key, new_signing_pair, sign_file
+from ovl_tools.keys import new_signing_pair
 
 from agent.errors import BadInput, OvlError
 from agent.trust.minisign import (
@@ -19,6 +19,7 @@ from agent.trust.minisign import (
     verify_bytes,
     verify_file,
 )
+from agent.trust.signing import load_secret_key, sign_file
 
 
 def _stock_pair(tmp_path: Path) -> tuple[Path, Path]:

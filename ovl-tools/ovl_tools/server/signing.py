@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.errors import BadInput
-from ovl_tools.keys import load_secret_key, read_certificate, sign_file
+from agent.trust.signing import load_secret_key, sign_file
+from ovl_tools.keys import read_certificate
 from ovl_tools.server.bake import Signer
 
 
