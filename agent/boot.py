@@ -154,8 +154,12 @@ def _assemble(boot: _Boot) -> Handover:
         opened = _fetch_and_open(boot, channel, verifier)
         if opened is None:
             continue
-        boot.stop_before(Phase.APPLY)
-        applied = _apply(boot, channel, opened, facts, builder)
+        try:
+            boot.stop_before(Phase.APPLY)
+            applied = _apply(boot, channel, opened, facts, builder)
+        finally:
+            if opened[1].encrypted:  # no decrypted copy stays in /run, not even at a break
+                opened[1].path.unlink(missing_ok=True)
         if applied is not None:
             chosen = _Chosen(channel, opened[0], applied)
             break
@@ -265,9 +269,6 @@ def _apply(
         except Exception as exc:
             _failed(boot, name, "apply", exc, start)
             return None
-        finally:
-            if opened.encrypted:
-                opened.path.unlink(missing_ok=True)
     layers = [layer.name for layer in result.layers]
     boot.report.layers = layers
     boot.report.channels.append(Attempt(name, "ok", "", _ms(start), fetched.size))

@@ -1,7 +1,8 @@
 """Verify and decrypt a fetched bundle under the machine's policy (agent.trust does the work).
 
 The trust roots live in the initramfs (`/etc/ovl/keys/*.pub`), the node key wherever
-`ovl.key=` says, the replay state beside the last-known-good cache when there is one.
+`ovl.key=` says (age or SSH identities, else a passphrase file for passphrase-sealed and legacy
+bundles), the replay state beside the last-known-good cache when there is one.
 """
 
 from __future__ import annotations
@@ -49,16 +50,16 @@ class Verifier:
         )
 
     def _load_identities(self, ctx: FetchContext) -> list[Identity]:
-        from agent.trust.age import load_identity_file
+        from agent.trust.age import load_machine_key
 
         if self.key is None:
             return []
         if isinstance(self.key, Path):
-            return load_identity_file(self.key)
+            return load_machine_key(self.key)
         device = find_device(self.key.device, timeout=ctx.timeout)
         point = ctx.work_dir / "key"
         mount_partition(ctx.mounts, device, point)
         try:
-            return load_identity_file(point / self.key.relative())
+            return load_machine_key(point / self.key.relative())
         finally:
             ctx.mounts.unmount(point)
