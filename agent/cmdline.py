@@ -33,6 +33,9 @@ class Phase(enum.Enum):
     HANDOVER = "handover"
 
 
+PRE_AGENT = "pre-agent"  # ovl.break= value the /init shim stops at, before the agent runs
+
+
 @dataclass(frozen=True)
 class Url:
     """A read-only image downloaded into RAM."""
@@ -165,6 +168,13 @@ def _enum(kind: type[enum.Enum], value: str) -> Any:
         raise BadInput(f"expected one of {names}") from None
 
 
+def _break(value: str | None) -> dict[str, Any]:
+    """The phase to stop before; `pre-agent` is the /init shim's own, already past: as if absent."""
+    if value == PRE_AGENT:
+        return {}
+    return {"break_at": _enum(Phase, value) if value else Phase.HANDOVER}
+
+
 def _init(value: str) -> str:
     if not value.startswith("/"):
         raise BadInput("expected an absolute path")
@@ -183,7 +193,7 @@ _SETTINGS: dict[str, Callable[[str | None], dict[str, Any]]] = {
     "ovl.timeout": lambda v: {"timeout": _seconds(v or "")},
     "ovl.proxy": lambda v: {"proxy": _proxy(v or "")},
     "ovl.cache": lambda v: {"cache": PartPath.parse(v or "")},
-    "ovl.break": lambda v: {"break_at": _enum(Phase, v) if v else Phase.HANDOVER},
+    "ovl.break": _break,
     "ovl.debug": lambda v: {"debug": v in (None, "1", "yes", "true")},
     "ovl.gist_base": lambda v: {"gist_base": (v or "").rstrip("/")},
     "init": lambda v: {"init": _init(v or "")},

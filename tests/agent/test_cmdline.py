@@ -204,3 +204,13 @@ def test_defaults_file_applies_only_without_ovl_keys(tmp_path: Path) -> None:
     assert parse_cmdline(read_cmdline(configured, defaults)).channels == (
         HttpChannel("http://h/x.ovl"),
     )
+
+
+def test_pre_agent_break_is_the_shims_and_ignored_by_the_agent() -> None:
+    assert parse_cmdline("ovl=file:/b ovl.break=pre-agent").break_at is None
+    assert parse_cmdline("ovl.break=pre-agent").warnings == ()
+
+
+def test_pre_agent_break_does_not_cancel_an_agent_break() -> None:
+    assert parse_cmdline("ovl.break=apply ovl.break=pre-agent").break_at is Phase.APPLY
+    assert parse_cmdline("ovl.break=pre-agent ovl.break=stack").break_at is Phase.STACK

@@ -5,7 +5,7 @@
 ismounted "$NEWROOT" && return 0
 
 ovl_run_agent() {
-    /ovl/agent/ovl-agent boot --cmdline /run/ovl/cmdline --sysroot "$NEWROOT" "$@"
+    /ovl/agent/ovl-agent boot --sysroot "$NEWROOT" "$@"
     ovl_status=$?
     ROOT= INIT= BREAK= EMERGENCY=
     # Values are shell-quoted by the agent; sourcing the file is the parser.
@@ -13,8 +13,7 @@ ovl_run_agent() {
 }
 
 mkdir -p /run/ovl
-# ovl.break=pre-agent is this hook's own; the agent reads the command line without it.
-sed -E 's/(^| )ovl\.break=pre-agent( |$)/ /g' /proc/cmdline >/run/ovl/cmdline
+# ovl.break=pre-agent is this hook's own; the agent ignores it.
 if [ "$(getarg ovl.break=)" = pre-agent ]; then
     emergency_shell -n ovl "ovl.break=pre-agent: shell before the agent runs"
 fi
