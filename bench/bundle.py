@@ -1,11 +1,16 @@
-"""Bundle speed beside GNU tar + zstd: pack, then apply/extract, on a ~300 MB mixed tree.
+"""Bundle speed beside GNU tar + zstd: pack a ~300 MB mixed tree, apply one machine's layers
+from a 10,000-layer fleet bundle.
 
-    .venv/bin/python bench/bundle.py [--workdir /tmp/ovl-bench] [--small 20000] [--large-mib 60]
+    .venv/bin/python bench/bundle.py [--workdir $TMPDIR/ovl-bench] [--repeat 3]
 
-The tree: many small config-like text files plus a few large binaries (half random, half
-repetitive, so compression has something to do). Prints one line per step, ovl beside tar.
-Best wall-clock time of --repeat runs each, page cache warm (the tree is read once before
-timing). ovl pack fsyncs its output before renaming it into place; tar does not.
+Prints a table: step, ovl, baseline, ratio, target, and the peak RSS of each command.
+- pack: `ovl pack` vs `tar --format=pax --xattrs --sort=name -I 'zstd -3 -T0' -cf` on a tree of
+  many small config-like files plus four large binaries (half random, half repetitive).
+- apply: `ovl apply` of one machine (base + 1 layer) from a fleet bundle of 10,000 layers, each
+  a folder, an etc/ directory and one ~20 kB file, vs `zstd -dc bundle > /dev/null`.
+Each figure is the best wall-clock time of --repeat runs of the whole command (CLI start-up
+included), page cache warm; peak RSS is the child's own (wait4), in MiB. ovl pack fsyncs its
+output before renaming it into place; tar does not. The machine may be shared: see the load.
 """
 
 from __future__ import annotations
@@ -14,24 +19,34 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
 
-from agent.run import run  # noqa: E402
+from ovl_tools.pack import PackOptions, pack_directory  # noqa: E402
 
-OVL = [str(Path(sys.executable).parent / "ovl")]
+OVL = str(Path(sys.executable).parent / "ovl")
 WORDS = ["server", "port", "listen", "allow", "deny", "user", "group", "path", "timeout", "log"]
 MAC = "52:54:00:be:0c:01"
+FLEET_LAYERS = 10_000
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float  # best wall-clock time
+    peak_rss_mib: float  # highest peak RSS over the runs
 
 
 def generate_tree(root: Path, small: int, large_mib: int, seed: int = 7) -> int:
-    """Write the benchmark tree; returns its content size in bytes."""
+    """Write the pack tree; returns its content size in bytes."""
     rng = random.Random(seed)
     total = 0
     for index in range(small):
@@ -53,68 +68,120 @@ def generate_tree(root: Path, small: int, large_mib: int, seed: int = 7) -> int:
     return total
 
 
-def timed(
-    step: Callable[[], object], repeat: int, before: Callable[[], object] | None = None
-) -> float:
-    """The best wall-clock time of `repeat` runs (the machine may be shared)."""
-    best = float("inf")
+def fleet_mac(index: int) -> str:
+    return f"52:54:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}"
+
+
+def generate_fleet(root: Path, layers: int, seed: int = 11) -> None:
+    """A base file plus `layers` one-machine layers, each etc/host.conf: ~4 kB of config text
+    and ~16 kB of key material (random), so the bundle is mostly incompressible data."""
+    rng = random.Random(seed)
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/fleet.conf").write_text("fleet = bench\n")
+    for index in range(layers):
+        folder = root / "layers" / f"10-mac={fleet_mac(index)}" / "etc"
+        folder.mkdir(parents=True)
+        text = "\n".join(f"{rng.choice(WORDS)} = {rng.randrange(1 << 20)}" for _ in range(300))
+        (folder / "host.conf").write_bytes(text.encode() + b"\n" + rng.randbytes(16000))
+
+
+def measure(argv: list[str], repeat: int, fresh_dir: Path | None = None) -> Measured:
+    """Run `argv` `repeat` times (stdout discarded); best time, highest peak RSS (wait4)."""
+    best, peak = float("inf"), 0
     for _ in range(repeat):
-        if before is not None:
-            before()
+        if fresh_dir is not None:
+            shutil.rmtree(fresh_dir, ignore_errors=True)
         started = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - started)
-    return best
+        # Popen + wait4 rather than agent.run.run(): the peak RSS must be this child's own.
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert child.stderr is not None
+        errors = child.stderr.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.perf_counter() - started
+        if child.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)}: exit {child.returncode}: {errors.decode()}")
+        best, peak = min(best, elapsed), max(peak, usage.ru_maxrss)
+    return Measured(best, peak / 1024)
 
 
-def fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
-def row(label: str, ovl: float, tar: float, extra: str = "") -> None:
-    print(f"{label:<28} ovl {ovl:7.2f} s   tar {tar:7.2f} s   ovl/tar {ovl / tar:5.2f}  {extra}")
+def print_row(step: str, ovl: Measured, base: Measured, target: float, baseline: str) -> None:
+    ratio = ovl.seconds / base.seconds
+    verdict = "ok" if ratio <= target else "MISSED"
+    print(
+        f"{step:<34} {ovl.seconds:6.2f} s {base.seconds:6.2f} s {ratio:6.2f}x "
+        f"<= {target:4.2f}x {verdict:<6} {ovl.peak_rss_mib:6.0f} {base.peak_rss_mib:6.0f}   "
+        f"{baseline}"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ovl-bench"))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ovl-bench", metavar="DIR"
+    )
     parser.add_argument("--small", type=int, default=20000, help="number of small files")
     parser.add_argument("--large-mib", type=int, default=60, help="size of each of 4 binaries")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per step; the best counts")
+    parser.add_argument("--layers", type=int, default=FLEET_LAYERS, help="layers in the fleet")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per command; the best counts")
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    work = fresh(args.workdir)
-    tree = work / "tree"
-    content = generate_tree(tree, args.small, args.large_mib)
-    run(["tar", "-cf", "/dev/null", "-C", tree, "."])  # warm the page cache for both packers
-    files = sum(1 for p in tree.rglob("*") if p.is_file())
-    print(f"tree: {files} files, {content / 2**20:.0f} MiB of content, {os.cpu_count()} CPUs")
+    work = args.workdir
+    tree, fleet, fleet_bundle = work / "tree", work / "fleet", work / "fleet.ovl"
+    if args.generate:
+        content = generate_tree(tree, args.small, args.large_mib)
+        generate_fleet(fleet, args.layers)
+        pack_directory(fleet, fleet_bundle, PackOptions())
+        shutil.rmtree(fleet)
+        (work / "content").write_text(str(content))
+        return 0
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        # Generated by a child: a child's peak RSS starts from its parent's (kept across exec),
+        # so this process must stay small for the figures to mean anything.
+        subprocess.run([sys.executable, __file__, "--generate", *sys.argv[1:]], check=True)
+        content = int((work / "content").read_text())
+        subprocess.run(["tar", "-cf", "/dev/null", "-C", tree, "."], check=True)  # warm cache
+        files = sum(1 for p in tree.rglob("*") if p.is_file())
+        floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(
+            f"pack tree: {files} files, {content / 2**20:.0f} MiB; fleet bundle: {args.layers} "
+            f"layers, {fleet_bundle.stat().st_size / 2**20:.0f} MiB; {os.cpu_count()} CPUs, "
+            f"load {load}; best of {args.repeat}; RSS floor (this process) {floor:.0f} MiB"
+        )
+        print(
+            f"{'step':<34} {'ovl':>8} {'base':>8} {'ratio':>7} {'target':>8} {'':<6} "
+            f"{'RSS ovl':>6} {'base':>6}   baseline (RSS in MiB)"
+        )
 
-    ovl_bundle, tar_bundle = work / "tree.ovl", work / "tree.tar.zst"
-    ovl_pack = timed(lambda: run([*OVL, "pack", tree, "-o", ovl_bundle]), args.repeat)
-    tar_create = ["tar", "--format=pax", "--xattrs", "--sort=name", "-I", "zstd -3 -T0", "-cf"]
-    tar_pack = timed(lambda: run([*tar_create, tar_bundle, "-C", tree, "."]), args.repeat)
-    sizes = f"sizes ovl {ovl_bundle.stat().st_size / 2**20:.1f} MiB, "
-    sizes += f"tar {tar_bundle.stat().st_size / 2**20:.1f} MiB"
-    row("pack (zstd -3, all CPUs)", ovl_pack, tar_pack, sizes)
+        ovl_bundle, tar_bundle = work / "tree.ovl", work / "tree.tar.zst"
+        ovl_pack = measure([OVL, "pack", str(tree), "-o", str(ovl_bundle)], args.repeat)
+        tar_create = ["tar", "--format=pax", "--xattrs", "--sort=name", "-I", "zstd -3 -T0"]
+        tar_pack = measure([*tar_create, "-cf", str(tar_bundle), "-C", str(tree), "."], args.repeat)
+        print_row(
+            f"pack {content / 2**20:.0f} MiB tree (zstd -3 -T0)",
+            ovl_pack,
+            tar_pack,
+            1.1,
+            "tar -I zstd",
+        )
 
-    facts = work / "facts.json"
-    facts.write_text(json.dumps({"macs": [MAC]}))
-    ovl_target, tar_target = work / "ovl-out", work / "tar-out"
-    ovl_apply = timed(
-        lambda: run([*OVL, "apply", ovl_bundle, "--target", ovl_target, "--facts", facts]),
-        args.repeat,
-        lambda: fresh(ovl_target),
-    )
-    tar_extract = timed(
-        lambda: run(["tar", "--xattrs", "-I", "zstd -d", "-xf", tar_bundle, "-C", tar_target]),
-        args.repeat,
-        lambda: fresh(tar_target),
-    )
-    row("apply (merge, 3 layers)", ovl_apply, tar_extract, "tar: plain extract, no layers")
-    shutil.rmtree(work)
+        facts = work / "facts.json"
+        facts.write_text(json.dumps({"macs": [fleet_mac(args.layers // 2)]}))
+        target = work / "applied"
+        apply = [OVL, "apply", str(fleet_bundle), "--target", str(target), "--facts", str(facts)]
+        ovl_apply = measure(apply, args.repeat, fresh_dir=target)
+        zstd_read = measure(["zstd", "-dc", str(fleet_bundle)], args.repeat)
+        print_row(
+            f"apply 1 of {args.layers:,} layers", ovl_apply, zstd_read, 1.25, "zstd -dc > /dev/null"
+        )
+        sizes = f"pack output: ovl {ovl_bundle.stat().st_size / 2**20:.1f} MiB, "
+        print(sizes + f"tar {tar_bundle.stat().st_size / 2**20:.1f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
