@@ -64,6 +64,9 @@ def prepare_upper(upper: Upper, run_dir: Path, mounts: MountStack, timeout: floa
         if path.exists() and (upper_wipe or name == "work"):
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
+    if holder != run_dir:
+        # Delta shipping reads the upper at /run/ovl/upper whichever volume holds it.
+        mounts.mount(holder / "upper", run_dir / "upper", options=["bind"])
     return holder
 
 

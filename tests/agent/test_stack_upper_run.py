@@ -1,0 +1,47 @@
+"""/run/ovl/upper is the real upper dir for delta shipping, on tmpfs and on a persistent volume."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.channels.base import FetchContext
+from agent.cmdline import Upper
+from agent.console import Console
+from agent.delta.upper import walk_upper
+from agent.devices import DeviceRef, PartPath
+from agent.mounts import MountStack
+from agent.stack.overlay import mount_images, prepare_upper, stack_overlay
+from tests.agent.bootkit import make_fs_image, make_squashfs
+from tests.conftest import Mounts
+
+pytestmark = pytest.mark.subprocess
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_changes_in_the_root_are_seen_under_run_upper(
+    tmp_path: Path, mounts: Mounts, persistent: bool
+) -> None:
+    run = mounts.mount("tmpfs", tmp_path / "run", "-t", "tmpfs")
+    image = mounts.loop(make_squashfs(tmp_path / "i.sqfs", {"etc/a": "a", "etc/gone": "x"}))
+    upper = Upper()
+    if persistent:
+        dev = mounts.loop(make_fs_image(tmp_path / "st.img", "ext4", "u" + os.urandom(4).hex(), 16))
+        upper = Upper(PartPath.parse(f"part:{dev}:/ovl"))
+    ctx = FetchContext(
+        work_dir=run / "mnt", timeout=5, console=Console(stream=io.StringIO()), mounts=MountStack()
+    )
+    sysroot = tmp_path / "sysroot"
+    try:
+        points = mount_images([DeviceRef.parse(image)], run, ctx)
+        stack_overlay(points, prepare_upper(upper, run, ctx.mounts, 5), sysroot, run, ctx.mounts)
+        (sysroot / "etc/new").write_text("made after boot")
+        (sysroot / "etc/gone").unlink()
+        seen = {e.path for e in walk_upper(run / "upper", lambda rel, is_dir: True)}
+        assert seen == {"etc", "etc/new", "etc/.wh.gone"}
+        assert (run / "upper/etc/new").read_text() == "made after boot"
+    finally:
+        ctx.mounts.release()
