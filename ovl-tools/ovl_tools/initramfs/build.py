@@ -134,6 +134,8 @@ def _add_shim(tree: ImageTree, config: InitramfsConfig) -> None:
     tree.add_file("etc/ovl/udhcpc.script", SHIM_DIR / "udhcpc.script", "other", 0o755)
     if config.cmdline:
         tree.add_file("etc/ovl/cmdline", config.cmdline.encode() + b"\n", "other")
+    keep = "yes" if config.keep_agent else "no"
+    tree.add_file("etc/ovl/init.conf", f"KEEP_AGENT={keep}\n".encode(), "other")
     if config.ca_certs is not None:
         if not config.ca_certs.is_file():
             raise BadInput(f"CA_CERTS: {config.ca_certs}: no such file")

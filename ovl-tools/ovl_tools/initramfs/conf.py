@@ -52,6 +52,7 @@ class InitramfsConfig:
     extra_binaries: tuple[ExtraBinary, ...]
     cmdline: str
     agent: Path | None
+    keep_agent: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CMDLINE", "", "ovl arguments used when the kernel command line has no ovl= key"),
     Setting("AGENT", "", "prebuilt frozen agent directory; empty freezes agent/ now (cached)"),
+    Setting(
+        "KEEP_AGENT",
+        "yes",
+        "yes: /init copies the frozen agent to /run/ovl/agent/ so the booted system can run "
+        "`ovl-agent delta` without Python; no: leave it in the initramfs",
+    ),
 )
 
 _T = TypeVar("_T")
@@ -193,6 +200,11 @@ def _build(values: dict[str, tuple[str, int]], base: Path, where: str) -> Initra
             files.append(ExtraFile(src, dest or str(src.resolve())))
         return tuple(files)
 
+    def yes_no(raw: str) -> bool:
+        if raw not in ("yes", "no"):
+            raise ValueError(f"{raw!r} is not yes or no")
+        return raw == "yes"
+
     def extra_binaries(raw: str) -> tuple[ExtraBinary, ...]:
         return tuple(ExtraBinary(e.rstrip("?"), e.endswith("?")) for e in raw.split())
 
@@ -207,6 +219,7 @@ def _build(values: dict[str, tuple[str, int]], base: Path, where: str) -> Initra
         extra_binaries=get("EXTRA_BINARIES", extra_binaries),
         cmdline=get("CMDLINE", str),
         agent=get("AGENT", optional_path),
+        keep_agent=get("KEEP_AGENT", yes_no),
     )
 
 
