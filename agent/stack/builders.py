@@ -115,7 +115,7 @@ class ZfsBuilder:
 
     def prepare(self) -> Path:
         if self.root is None:
-            self.root = zfs.clone_snapshot(self.snapshot)
+            self.root = zfs.clone_snapshot(self.snapshot, self.ctx.timeout)
             zfs.mount_clone(self.root, self.sysroot, self.ctx.mounts)
         return self.sysroot
 

@@ -1,25 +1,45 @@
-"""zfs root: a fresh clone of a snapshot for every boot, through the zfs command.
+"""zfs root: a fresh clone of a snapshot for every boot, through the zpool and zfs commands.
 
-Clones are siblings of the snapshot's dataset named `<dataset>-boot-<seq>`, with
-mountpoint=legacy so the agent mounts them; the previous boot's clone is kept.
+The pool is imported without mounting anything (`zpool import -N`), scanning /dev, unless it
+is imported already. Clones are siblings of the snapshot's dataset named `<dataset>-boot-<seq>`,
+with mountpoint=legacy so the agent mounts them; the previous boot's clone is kept.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import OvlError
 from agent.mounts import MountStack
 from agent.run import run
 
 KEEP = 2  # this boot's clone and the previous one
+_RETRY_S = 0.5  # between import attempts while the pool's disks may still be appearing
 
 
 @dataclass(frozen=True)
 class ZfsRoot:
     dataset: str  # the snapshot's dataset
     clone: str
+
+
+def import_pool(pool: str, timeout: float) -> None:
+    """Import `pool` (nothing mounted), retrying for `timeout` s while its disks appear."""
+    if run(["zpool", "list", "-H", "-o", "name", pool], check=False).returncode == 0:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # The initramfs has neither /etc/zfs for a cache file nor udev for by-id links.
+            run(["zpool", "import", "-N", "-o", "cachefile=none", "-d", "/dev", pool])
+            return
+        except OvlError as exc:
+            if time.monotonic() >= deadline:
+                raise OvlError(f"zfs pool {pool}: not imported: {exc.line}") from exc
+        time.sleep(_RETRY_S)
 
 
 def boot_clones(dataset: str) -> list[tuple[int, str]]:
@@ -35,9 +55,10 @@ def boot_clones(dataset: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def clone_snapshot(snapshot: str) -> ZfsRoot:
-    """Clone `pool/dataset@snap` into a new boot dataset."""
+def clone_snapshot(snapshot: str, timeout: float) -> ZfsRoot:
+    """Import the pool of `pool/dataset@snap` and clone the snapshot into a new boot dataset."""
     dataset = snapshot.split("@", 1)[0]
+    import_pool(dataset.split("/", 1)[0], timeout)
     existing = boot_clones(dataset)
     seq = existing[-1][0] + 1 if existing else 1
     clone = f"{dataset}-boot-{seq:06d}"
@@ -46,6 +67,7 @@ def clone_snapshot(snapshot: str) -> ZfsRoot:
 
 
 def mount_clone(root: ZfsRoot, sysroot: Path, mounts: MountStack) -> None:
+    """Mount the boot clone on `sysroot`, writable."""
     mounts.mount(root.clone, sysroot, fstype="zfs", options=["rw"])
 
 
