@@ -33,7 +33,7 @@ LEVELS: dict[Compression, tuple[int, int, int]] = {
 class Sink(Protocol):
     """A byte stream a bundle is written into; `finish` flushes trailers but leaves `out` open."""
 
-    def write(self, data: bytes, /) -> int: ...
+    def write(self, data: bytes | memoryview, /) -> int: ...
 
     def finish(self) -> None: ...
 
@@ -46,7 +46,7 @@ class ArmorWriter:
         self._pending = b""
         out.write(ARMOR_BEGIN)
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         buffered = self._pending + data
         whole = len(buffered) - len(buffered) % _ARMOR_CHUNK
         if whole:
@@ -64,7 +64,7 @@ class _Passthrough:
     def __init__(self, out: Sink | BinaryIO) -> None:
         self._out = out
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         self._out.write(data)
         return len(data)
 
@@ -78,7 +78,7 @@ class _ZstdWriter:
         compressor = zstandard.ZstdCompressor(level=level, threads=-1)
         self._stream = compressor.stream_writer(cast(BinaryIO, out), closefd=False)
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         self._stream.write(data)
         return len(data)
 
@@ -91,7 +91,7 @@ class _GzipWriter:
         # mtime=0 keeps the output reproducible.
         self._stream = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0)  # type: ignore[arg-type]
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         return self._stream.write(data)
 
     def finish(self) -> None:
@@ -103,7 +103,7 @@ class _ZlibWriter:
         self._out = out
         self._compressor = zlib.compressobj(level)
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         self._out.write(self._compressor.compress(data))
         return len(data)
 
@@ -116,7 +116,7 @@ class _XzWriter:
         self._out = out
         self._compressor = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=level)
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         self._out.write(self._compressor.compress(data))
         return len(data)
 
@@ -157,7 +157,7 @@ class _Encoder:
         self._compressor = compressor
         self._armour = armour
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | memoryview, /) -> int:
         return self._compressor.write(data)
 
     def finish(self) -> None:
