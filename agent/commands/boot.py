@@ -4,12 +4,13 @@ hand-over file. Exit 0 when the hand-over says ROOT or BREAK, 1 when it says EME
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agent.errors import OvlError
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> None:
@@ -39,6 +40,9 @@ def register(sub: Any) -> None:
 
 
 def run_boot(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
     from agent.boot import BootPaths, Handover, boot, write_handover
     from agent.cmdline import parse_cmdline, read_cmdline
     from agent.console import Console

@@ -11,16 +11,19 @@ OVL_NODE_KEY; the systemd units read them from /etc/ovl/delta.env).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from agent.delta.rules import DEFAULT_CONFIG
-from agent.delta.spool import DEFAULT_SPOOL, Spool
 from agent.errors import BadInput
 
+if TYPE_CHECKING:
+    from typing import Any
+
+# agent.delta's modules are imported by the handlers: `ovl-agent boot` builds this parser too.
 DEFAULT_UPPER = Path("/run/ovl/upper")
+DEFAULT_SPOOL = Path("/var/lib/ovl/spool")  # under /var/lib/ovl, which deltas never carry
+DEFAULT_RULES = Path("/etc/ovl/delta.conf")
 
 
 def register(sub: Any) -> None:
@@ -30,7 +33,7 @@ def register(sub: Any) -> None:
 
     pack = actions.add_parser("pack", help="pack the upper dir into the spool")
     pack.add_argument("--upper", type=Path, default=DEFAULT_UPPER, help="default %(default)s")
-    pack.add_argument("--rules", type=Path, default=DEFAULT_CONFIG, help="default %(default)s")
+    pack.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="default %(default)s")
     pack.set_defaults(func=_pack)
 
     ship = actions.add_parser("ship", help="upload spooled deltas to the server")
@@ -51,6 +54,7 @@ def register(sub: Any) -> None:
 def _pack(args: argparse.Namespace) -> int:
     from agent.delta.pack import write_delta
     from agent.delta.rules import load_rules
+    from agent.delta.spool import Spool
     from agent.delta.upper import walk_upper
 
     if not args.upper.is_dir():
@@ -77,6 +81,7 @@ def _machine_id(value: str | None) -> str:
 
 def _ship(args: argparse.Namespace) -> int:
     from agent.delta.ship import Backoff, Shipper, node_signer
+    from agent.delta.spool import Spool
 
     if not args.server:
         raise BadInput("no --server or OVL_DELTA_SERVER to ship to")
@@ -95,6 +100,10 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.delta.spool import Spool
+
     spool = Spool(args.spool)
     pending = spool.pending()
     if args.json:

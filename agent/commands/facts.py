@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def register(sub: Any) -> None:
@@ -16,6 +18,8 @@ def register(sub: Any) -> None:
 
 
 def run_facts(args: argparse.Namespace) -> int:
+    import json
+
     from agent.facts import collect_facts
 
     facts = collect_facts(args.sysfs)

@@ -19,8 +19,6 @@ from pathlib import Path
 
 from agent.errors import BadInput
 
-DEFAULT_CONFIG = Path("/etc/ovl/delta.conf")
-
 
 class Action(enum.Enum):
     INCLUDE = "include"
@@ -117,7 +115,7 @@ def parse_rules(text: str, where: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def load_rules(config: Path = DEFAULT_CONFIG) -> Rules:
+def load_rules(config: Path) -> Rules:
     """Defaults, then the rules of `config` when it exists."""
     try:
         text = config.read_text()

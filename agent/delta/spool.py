@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from agent.delta.pack import Packed
 from agent.errors import OvlError
 
-DEFAULT_SPOOL = Path("/var/lib/ovl/spool")
+if TYPE_CHECKING:
+    from agent.delta.pack import Packed
+
 _NAME = re.compile(r"^(?P<created>\d{19})-(?P<sha>[0-9a-f]{64})\.tar\.zst$")
 _TEMP_PREFIX = ".tmp-"
 _LAST_SHIPPED = "last-shipped"
