@@ -16,6 +16,7 @@ from ovl_tools.initramfs.freeze import frozen_agent
 from agent.errors import BadInput
 from tests.conftest import Mounts
 from tests.tools.initramfs_fixtures import debian_cloud_kernel
+from tests.tools.server_fixtures import keypair, ovl, running_server
 
 pytestmark = pytest.mark.subprocess
 
@@ -119,3 +120,27 @@ def test_keep_agent_takes_yes_or_no_only(tmp_path: Path) -> None:
     conf.write_text("\nKEEP_AGENT=maybe\n")
     with pytest.raises(BadInput, match=r":2: KEEP_AGENT: 'maybe' is not yes or no$"):
         load_config(conf)
+
+
+def test_kept_agent_packs_and_ships_a_delta_without_python_or_minisign(
+    root: Path, tmp_path: Path
+) -> None:
+    _keep_agent(root)
+    agent = str(root / "run/ovl/agent/ovl-agent")
+    upper, spool = tmp_path / "upper", str(tmp_path / "spool")
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc/hostname").write_text("node1\n")
+    pub, sec = keypair(tmp_path / "keys", "node1")
+    ovl("server", "--root", str(tmp_path / "srv"), "add-machine", "node1", "--profile", "lab",
+        "--mac", "52:54:00:00:00:01", "--key", str(pub))  # fmt: skip
+    bare = {"PATH": str(tmp_path / "empty")}
+    pack = [agent, "delta", "--spool", spool, "pack", "--upper", str(upper), "--rules", "/none"]
+    subprocess.run(pack, env=bare, check=True, capture_output=True)
+    with running_server(tmp_path / "srv") as url:
+        ship = subprocess.run(
+            [agent, "delta", "--spool", spool, "ship", "--server", url,
+             "--machine-id", "node1", "--key", str(sec)],
+            env=bare, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    assert ship.returncode == 0, ship.stderr
+    assert ship.stdout == "ovl-agent: shipped 1 delta(s)\n"
