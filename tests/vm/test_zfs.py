@@ -25,7 +25,9 @@ from ovl_tools.vm.zfs import (
     zfs_kernel,
 )
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow]
+from agent.run import run
+
+pytestmark = pytest.mark.vm
 
 MAC, OTHER_MAC = "52:54:00:0a:00:01", "52:54:00:0a:00:02"
 SNAPSHOT = "ovltest/root@pristine"
@@ -58,6 +60,18 @@ def machine(*disks: Path) -> Machine:
     return Machine(mac=MAC, disks=disks)
 
 
+@pytest.mark.subprocess
+def test_pool_disk_has_one_gpt_partition_over_the_whole_disk(tmp_path: Path) -> None:
+    disk = make_pool_disk(tmp_path / "pool.img", size_mb=64)
+    table = json.loads(run(["sfdisk", "--json", disk]).stdout)["partitiontable"]
+    assert table["label"] == "gpt"
+    [partition] = table["partitions"]
+    assert partition["start"] == 2048
+    end = (partition["start"] + partition["size"]) * 512
+    assert end >= 63 * 1024 * 1024  # all but the last MiB, where GPT keeps its backup
+
+
+@pytest.mark.slow
 def test_zfs_mode_boots_a_fresh_clone_of_the_snapshot_with_the_layers_every_boot(
     boot_vm: BootVm,
     pack_bundle: Callable[..., Path],

@@ -34,7 +34,7 @@ SETUP_INIT = "/usr/lib/ovl-test/zfs-setup.sh"
 
 
 class ZfsUnavailable(OvlError):
-    """apt cannot provide zfs-dkms, zfsutils-linux or the guest kernel's headers."""
+    """zfs-dkms, zfsutils-linux or the guest kernel's headers: missing and not installable."""
 
 
 def zfs_kernel(kernel: Kernel, cache_dir: Path | None = None) -> Kernel:
@@ -59,6 +59,8 @@ def ensure_packages(kernel_version: str) -> None:
     missing = [p for p in wanted if not _installed(p)]
     if not missing:
         return
+    if os.geteuid() != 0:
+        raise ZfsUnavailable(f"{', '.join(missing)} not installed, and installing needs root")
     if not all(_candidate(p) for p in missing) and not CONTRIB_SOURCES.exists():
         CONTRIB_SOURCES.write_text(_contrib_sources())
         run(["apt-get", "update", "-qq"])
