@@ -140,6 +140,9 @@ class _HeaderProblem(Exception):
     """Raised from inside tarfile, which would otherwise end the archive silently."""
 
 
+_EMPTY_OWNERS_AND_DEVICE = bytes(32 + 32 + 8 + 8)
+
+
 def _text(field: bytes, encoding: str, errors: str) -> str:
     return field.partition(b"\0")[0].decode(encoding, errors)
 
@@ -168,17 +171,21 @@ def _plain_header(
         info.gid = _number(buf[116:124])
         info.size = _number(buf[124:136])
         info.mtime = _number(buf[136:148])
-        info.devmajor = _number(buf[329:337])
-        info.devminor = _number(buf[337:345])
+        # Empty owner names and device numbers are TarInfo's defaults already.
+        owners_and_device = buf[265:345]
+        if owners_and_device != _EMPTY_OWNERS_AND_DEVICE:
+            info.devmajor = _number(buf[329:337])
+            info.devminor = _number(buf[337:345])
+            info.uname = _text(owners_and_device[:32], encoding, errors)
+            info.gname = _text(owners_and_device[32:64], encoding, errors)
     except ValueError:
         return None
     info.chksum = chksum
     info.type = kind
     name = _text(buf[0:100], encoding, errors)
-    info.linkname = _text(buf[157:257], encoding, errors)
-    info.uname = _text(buf[265:297], encoding, errors)
-    info.gname = _text(buf[297:329], encoding, errors)
-    prefix = _text(buf[345:500], encoding, errors)
+    if buf[157]:
+        info.linkname = _text(buf[157:257], encoding, errors)
+    prefix = _text(buf[345:500], encoding, errors) if buf[345] else ""
     # Old V7 tar marks a directory as a regular file with a trailing slash.
     if kind == tarfile.AREGTYPE and name.endswith("/"):
         info.type = tarfile.DIRTYPE

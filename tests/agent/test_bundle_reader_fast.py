@@ -51,6 +51,10 @@ def header_blocks(draw: st.DrawFn) -> bytes:
     info.gid = draw(st.integers(0, 8**7 - 1))
     info.mtime = draw(st.integers(0, 8**11 - 1))
     info.linkname = draw(st.text(max_size=40)).replace("\0", "x")
+    info.uname = draw(st.sampled_from(["", "root", "daemon"]))
+    if draw(st.booleans()):
+        info.type = tarfile.CHRTYPE
+        info.devmajor, info.devminor = draw(st.integers(0, 4095)), draw(st.integers(0, 4095))
     block = bytearray(info.tobuf(draw(st.sampled_from(FORMATS)), "utf-8", "surrogateescape"))
     block = block[:512] if len(block) == 512 else block[-512:]
     for _ in range(draw(st.integers(0, 3))):
