@@ -48,8 +48,11 @@ class PackResult:
 
 
 def _sorted_names(directory: str) -> list[str]:
-    with os.scandir(directory) as it:
-        return sorted((entry.name for entry in it), key=os.fsencode)
+    """The names in `directory` in byte order (for ASCII names that is plain string order)."""
+    names = sorted(os.listdir(directory))
+    if not all(map(str.isascii, names)):
+        names.sort(key=os.fsencode)
+    return names
 
 
 def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
