@@ -24,6 +24,7 @@ XATTR_PAX_PREFIX = "SCHILY.xattr."
 _RESERVED_XATTRS = ("trusted.overlay.", "user.overlay.")
 _MAX_HEADER_BYTES = 1 << 20
 _COPY_CHUNK = 1 << 20
+_DECODE_PIECE = 1 << 14
 
 
 class Kind(Enum):
@@ -85,8 +86,10 @@ class Entry:
 
 
 class _ForwardStream:
-    """The decoded tar stream as tarfile reads it (read, tell, forward-only seek), decoded
-    1 MiB at a time: headers are sliced out of that chunk, and skipped data is never copied."""
+    """The decoded tar stream as tarfile reads it (read, tell, forward-only seek): headers are
+    sliced out of the current piece, and skipped data is never copied. Pieces are decoded 16 kB
+    at a time, as tarfile's stream mode asked for them, so damaged input fails at the same
+    point with the same message."""
 
     def __init__(self, source: DecodedStream) -> None:
         self._source = source
@@ -108,7 +111,7 @@ class _ForwardStream:
         wanted = size - len(pieces[0]) if size >= 0 else -1
         self._chunk, self._at = b"", 0
         while wanted:
-            chunk = self._source.read(_COPY_CHUNK)
+            chunk = self._source.read(_DECODE_PIECE)
             if not chunk:
                 break
             if 0 <= wanted < len(chunk):
@@ -128,7 +131,7 @@ class _ForwardStream:
         while skip > len(self._chunk) - self._at:
             skip -= len(self._chunk) - self._at
             self._position += len(self._chunk) - self._at
-            self._chunk, self._at = self._source.read(_COPY_CHUNK), 0
+            self._chunk, self._at = self._source.read(_DECODE_PIECE), 0
             if not self._chunk:
                 return self._position
         self._at += skip
