@@ -30,9 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
-
-from ovl_tools.pack import PackOptions, pack_directory  # noqa: E402
-
 OVL = str(Path(sys.executable).parent / "ovl")
 WORDS = ["server", "port", "listen", "allow", "deny", "user", "group", "path", "timeout", "log"]
 MAC = "52:54:00:be:0c:01"
@@ -130,6 +127,9 @@ def main() -> int:
     work = args.workdir
     tree, fleet, fleet_bundle = work / "tree", work / "fleet", work / "fleet.ovl"
     if args.generate:
+        # Imported here only: the measuring process stays small (see below).
+        from ovl_tools.pack import PackOptions, pack_directory
+
         content = generate_tree(tree, args.small, args.large_mib)
         generate_fleet(fleet, args.layers)
         pack_directory(fleet, fleet_bundle, PackOptions())
