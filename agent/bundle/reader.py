@@ -222,7 +222,7 @@ class _StrictTarInfo(tarfile.TarInfo):
         return info
 
 
-@dataclass
+@dataclass(slots=True)
 class _LayerPaths:
     """Kinds of the paths one layer declared, to refuse paths through symlinks or files.
 
@@ -272,7 +272,7 @@ class BundleReader:
         self.encoding: Encoding = self._decoded.encoding
         self.manifest: Manifest | None = None
         self._limits = limits
-        self._layer_names: dict[str, LayerName] = {}
+        self._last_layer: LayerName | None = None
         self._paths: dict[str, _LayerPaths] = {}
         self._tar: tarfile.TarFile | None = None
         self._last = "(start of the archive)"
@@ -356,7 +356,10 @@ class BundleReader:
             self._read_manifest(info)
             return None
         entry = self._entry(info, layer, parts)
-        self._paths.setdefault(entry.layer_dirname, _LayerPaths()).declare(entry, name)
+        paths = self._paths.get(entry.layer_dirname)
+        if paths is None:
+            paths = self._paths[entry.layer_dirname] = _LayerPaths()
+        paths.declare(entry, name)
         return entry
 
     def _folder(self, info: tarfile.TarInfo, layer: LayerName | None) -> Entry | None:
@@ -365,13 +368,15 @@ class BundleReader:
         return None if layer is None else Entry(layer, (), Kind.DIR, info)
 
     def _layer(self, dirname: str, name: str) -> LayerName:
-        layer = self._layer_names.get(dirname)
-        if layer is None:
+        # Only the latest layer is kept: a layer's entries come together, and a fleet bundle's
+        # thousands of parsed names would otherwise stay in memory to the end.
+        layer = self._last_layer
+        if layer is None or layer.dirname != dirname:
             try:
                 layer = parse_layer_name(dirname)
             except BadInput as exc:
                 raise BadInput(f"bundle entry {name!r}: {exc}") from None
-            self._layer_names[dirname] = layer
+            self._last_layer = layer
         return layer
 
     def _read_manifest(self, info: tarfile.TarInfo) -> None:
