@@ -108,3 +108,20 @@ def test_zfs_mode_boots_a_fresh_clone_of_the_snapshot_with_the_layers_every_boot
         assert seen.report["layers"] == ["base", f"10-{MAC}"]
     removed = [seen.report["root"]["removed"] for seen in boots if seen.report]
     assert removed == [[], [], ["ovltest/root-boot-000001"]]
+
+
+@pytest.mark.slow
+def test_zfs_mode_without_its_pool_stops_in_the_emergency_shell_naming_the_pool(
+    boot_vm: BootVm, tmp_path: Path, refusing_port: int
+) -> None:
+    blank = make_pool_disk(tmp_path / "blank.img")
+    seen = boot_vm(
+        "quiet ovl.timeout=2 ovl.mode=zfs ovl.zfs=nopool/root@pristine",
+        refusing_port,
+        machine(blank),
+    )
+    assert not seen.booted
+    [emergency] = [line for line in seen.agent_lines() if line.startswith("ovl: emergency: ")]
+    assert emergency.startswith("ovl: emergency: zfs pool nopool: not imported: zpool import")
+    assert emergency.endswith("cannot import 'nopool': no such pool available")
+    assert "ovl-init: emergency: zfs pool nopool: not imported" in seen.console
