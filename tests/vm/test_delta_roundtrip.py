@@ -2,10 +2,11 @@
 
 Boot 1 runs the Debian root with systemd as PID 1: a unit changes a file, adds one and deletes
 one, then starts the shipped `ovl-delta.service`, which packs the overlay upper and ships it
-with the frozen agent /init kept in /run/ovl/agent (the root has no Python). The host bakes the
-delta with `ovl server bake`; boot 2 fetches that version and sees all three changes; after
-`ovl server rollback 1`, boot 3 sees none. Every bundle comes from `ovl server serve` on
-127.0.0.1, signed by a signer the initramfs's root certifies.
+with the frozen agent /init kept in /run/ovl/agent (the root has no Python); a fourth file
+written just before power-off is shipped by the shipped `ovl-delta-shutdown.service`. The host
+bakes both deltas with `ovl server bake`; boot 2 fetches that version and sees all four
+changes; after `ovl server rollback 1`, boot 3 sees none. Every bundle comes from
+`ovl server serve` on 127.0.0.1, signed by a signer the initramfs's root certifies.
 
 The node's minisign secret key reaches the guest on its own small disk, mounted below /run
 (never in the upper, so never shipped): the bundle is served to anyone who asks, so a key in
@@ -31,18 +32,25 @@ from tests.tools.server_fixtures import keypair, ovl, running_server
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root]
 
 MAC = "52:54:00:0a:00:01"
+BAKED_LAYER = "90-5254000a0001"  # the machine's own layer, where `ovl server bake` merges
 UNITS = Path(__file__).parents[2] / "initramfs" / "systemd"
 CMDLINE = (
     "quiet ip=dhcp ovl.timeout=5 ovl=http://10.0.2.100/profiles/lab/current/bundle.ovl"
     " ovl.root=/dev/vda systemd.firstboot=off"
 )
-PROBES = ("/etc/ovl-rt/changed", "/etc/ovl-rt/added", "/etc/ovl-rt/deleted")
+SHIPPING_UNITS = "systemd.wants=ovl-rt-change.service systemd.wants=ovl-delta-shutdown.service"
+PROBES = ("/etc/ovl-rt/changed", "/etc/ovl-rt/added", "/etc/ovl-rt/deleted", "/etc/ovl-rt/late")
 
-# Boot 1: make the three changes, ship them with the shipped unit, power off cleanly.
+# Boot 1: make the three changes and ship them with ovl-delta.service, then make one more and
+# power off: ovl-delta-shutdown.service (wanted on the command line) ships that one when systemd
+# stops it. The node key is copied to /run (tmpfs, never shipped), so no key disk mount can be
+# stopped under the shutdown unit.
 CHANGE_SCRIPT = """#!/bin/sh
 say() { echo "OVL-TEST $*"; }
-mkdir -p /run/ovl-node
-mount -o ro LABEL=ovlnode /run/ovl-node
+mkdir -p /run/ovl-keydisk
+mount -o ro LABEL=ovlnode /run/ovl-keydisk
+install -m 600 /run/ovl-keydisk/node.key /run/ovl-node.key
+umount /run/ovl-keydisk
 echo "changed in boot 1" > /etc/ovl-rt/changed
 echo "added in boot 1" > /etc/ovl-rt/added
 rm /etc/ovl-rt/deleted
@@ -50,8 +58,11 @@ say changed
 systemctl start ovl-delta.service
 say "shipped rc=$?"
 journalctl --no-pager -o cat -u ovl-delta.service | sed 's/^/OVL-TEST delta-log /'
-systemctl --no-block poweroff
+echo "written just before power-off" > /etc/ovl-rt/late
+systemctl --no-block --job-mode=replace-irreversibly start poweroff.target
 """
+# The shutdown unit's output on the console too, where the test can read it.
+SHUTDOWN_OUTPUT = "[Service]\nStandardOutput=journal+console\nStandardError=journal+console\n"
 
 
 def unit(script: str) -> str:
@@ -81,10 +92,11 @@ def fleet() -> dict[str, str]:
         "usr/local/sbin/ovl-test-report": reporting_init_script(),
         "etc/systemd/system/ovl-rt-change.service": unit("/usr/local/sbin/ovl-rt-change"),
         "etc/systemd/system/ovl-test.service": unit("/usr/local/sbin/ovl-test-report"),
+        "etc/systemd/system/ovl-delta-shutdown.service.d/console.conf": SHUTDOWN_OUTPUT,
         f"layers/10-{MAC}/etc/ovl/delta.env": (
             "OVL_DELTA_SERVER=http://10.0.2.100\n"
             "OVL_MACHINE_ID=alpha\n"
-            "OVL_NODE_KEY=/run/ovl-node/node.key\n"
+            "OVL_NODE_KEY=/run/ovl-node.key\n"
         ),
     }
     for shipped in sorted(UNITS.iterdir()):
@@ -127,7 +139,7 @@ def test_delta_shipped_from_the_guest_is_baked_booted_then_rolled_back(
 
     with running_server(srv) as url:
         port = int(url.rsplit(":", 1)[1])
-        first = boot_vm(f"{CMDLINE} systemd.wants=ovl-rt-change.service", port,
+        first = boot_vm(f"{CMDLINE} {SHIPPING_UNITS}", port,
                         Machine(mac=MAC, disks=(root, key_disk)))  # fmt: skip
         assert "OVL-TEST changed" in first.console
         assert "OVL-TEST shipped rc=0" in first.console
@@ -140,7 +152,10 @@ def test_delta_shipped_from_the_guest_is_baked_booted_then_rolled_back(
             "/etc/ovl-rt/changed": "changed in boot 1",
             "/etc/ovl-rt/added": "added in boot 1",
             "/etc/ovl-rt/deleted": "<missing>",
+            "/etc/ovl-rt/late": "written just before power-off",
         }
+        assert second.report is not None
+        assert second.report["layers"] == ["base", f"10-{MAC}", BAKED_LAYER]
 
         server(srv, signer, "rollback", "1", "--profile", "lab")
         third = boot_vm(f"{CMDLINE} systemd.wants=ovl-test.service", port,
@@ -149,4 +164,7 @@ def test_delta_shipped_from_the_guest_is_baked_booted_then_rolled_back(
             "/etc/ovl-rt/changed": "original",
             "/etc/ovl-rt/added": "<missing>",
             "/etc/ovl-rt/deleted": "doomed",
+            "/etc/ovl-rt/late": "<missing>",
         }
+        assert third.report is not None
+        assert third.report["layers"] == ["base", f"10-{MAC}"]
