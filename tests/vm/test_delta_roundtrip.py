@@ -55,6 +55,8 @@ echo "changed in boot 1" > /etc/ovl-rt/changed
 echo "added in boot 1" > /etc/ovl-rt/added
 rm /etc/ovl-rt/deleted
 say changed
+systemctl start ovl-delta.timer
+say "timer $(systemctl is-active ovl-delta.timer)"
 systemctl start ovl-delta.service
 say "shipped rc=$?"
 journalctl --no-pager -o cat -u ovl-delta.service | sed 's/^/OVL-TEST delta-log /'
@@ -142,6 +144,7 @@ def test_delta_shipped_from_the_guest_is_baked_booted_then_rolled_back(
         first = boot_vm(f"{CMDLINE} {SHIPPING_UNITS}", port,
                         Machine(mac=MAC, disks=(root, key_disk)))  # fmt: skip
         assert "OVL-TEST changed" in first.console
+        assert "OVL-TEST timer active" in first.console  # systemd took the shipped timer
         assert "OVL-TEST shipped rc=0" in first.console
 
         server(srv, signer, "bake", "--profile", "lab")
