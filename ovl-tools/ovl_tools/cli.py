@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
-from agent.errors import OvlError
+from agent.cli import chosen_command, run_handler
 
 # Modules under ovl_tools.commands, in the order `ovl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -35,16 +34,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def chosen_command(argv: Sequence[str]) -> str | None:
-    """The subcommand named on the command line, if it is a known one."""
-    for token in argv:
-        if token == "--":
-            return None
-        if not token.startswith("-"):
-            return token if token in COMMAND_MODULES else None
-    return None
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's module is imported (start-up time)."""
     parser = argparse.ArgumentParser(
@@ -60,23 +49,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(chosen_command(argv)).parse_args(argv)
+    args = build_parser(chosen_command(argv, COMMAND_MODULES)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="ovl: %(message)s"
     )
-    try:
-        code: int = args.func(args)
-        return code
-    except OvlError as exc:
-        if args.debug:
-            raise
-        print(f"ovl: error: {exc.line}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("ovl: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `ovl inspect ... | head`: the reader left; not an error worth a traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+    return run_handler("ovl", args)
