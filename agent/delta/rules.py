@@ -36,10 +36,24 @@ def _rule(action: Action, pattern: str) -> Rule:
 
 
 # Runtime state and caches (what Alpine's lbu leaves out too), plus our own spool so a delta
-# never contains the deltas waiting to be shipped.
+# never contains the deltas waiting to be shipped. A machine's entropy seed and login records
+# must not become part of a bundle that other machines (or anyone) can download.
 DEFAULT_RULES: tuple[Rule, ...] = tuple(
     _rule(Action.EXCLUDE, p)
-    for p in ("/tmp", "/var/tmp", "/var/cache", "/run", "/proc", "/sys", "/dev", "/var/lib/ovl")
+    for p in (
+        "/tmp",
+        "/var/tmp",
+        "/var/cache",
+        "/run",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/var/lib/ovl",
+        "/var/lib/systemd/random-seed",
+        "/var/log/wtmp",
+        "/var/log/btmp",
+        "/var/log/lastlog",
+    )
 )
 
 

@@ -184,6 +184,13 @@ def test_config_file_reinstates_a_subtree_of_an_excluded_dir(tmp_path: Path) -> 
     assert load_rules(tmp_path / "missing.conf") == Rules()
 
 
+def test_entropy_seed_and_login_records_are_never_shipped_by_default() -> None:
+    rules = Rules()
+    for path in ("var/lib/systemd/random-seed", "var/log/wtmp", "var/log/btmp"):
+        assert not rules.wanted(path, False), path
+    assert rules.wanted("var/lib/systemd/linger", True) and rules.wanted("var/log/syslog", False)
+
+
 def test_bad_config_line_names_file_and_line(tmp_path: Path) -> None:
     conf = tmp_path / "delta.conf"
     conf.write_text("include /ok\nskip /var\n")
