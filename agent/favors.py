@@ -6,6 +6,7 @@ its only implementation, shared by the agent and the tools.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -118,17 +119,38 @@ class _FactValues:
 
 
 def _fact_values(facts: Facts) -> _FactValues:
-    macs = {m.lower() for m in facts.macs}
+    """The machine's values, normalised once: a fleet bundle asks for them per layer."""
+    return _values_of(
+        facts.macs,
+        facts.product_uuid,
+        facts.volume_uuids,
+        facts.kernel,
+        facts.kernel_release,
+        facts.arch,
+    )
+
+
+# Keyed on the facts matching reads (Facts itself is unhashable: `extra` is a dict).
+@functools.lru_cache(maxsize=16)
+def _values_of(
+    mac_list: tuple[str, ...],
+    product_uuid: str | None,
+    volume_uuids: tuple[str, ...],
+    kernel: str,
+    kernel_release: str,
+    arch: str,
+) -> _FactValues:
+    macs = {m.lower() for m in mac_list}
     mac_spellings = macs | {m.replace(":", "") for m in macs} | {m.replace(":", "-") for m in macs}
-    machine = {facts.product_uuid.lower()} if facts.product_uuid else set()
-    volumes = {v.lower() for v in facts.volume_uuids}
+    machine = {product_uuid.lower()} if product_uuid else set()
+    volumes = {v.lower() for v in volume_uuids}
     by_key = {
         FavorKey.MAC: frozenset(macs),
         FavorKey.MACHINE: frozenset(machine),
         FavorKey.VOLUME: frozenset(volumes),
-        FavorKey.KERNEL: frozenset({facts.kernel} - {""}),
-        FavorKey.RELEASE: frozenset({facts.kernel_release} - {""}),
-        FavorKey.ARCH: frozenset({facts.arch} - {""}),
+        FavorKey.KERNEL: frozenset({kernel} - {""}),
+        FavorKey.RELEASE: frozenset({kernel_release} - {""}),
+        FavorKey.ARCH: frozenset({arch} - {""}),
     }
     exact = by_key[FavorKey.KERNEL] | by_key[FavorKey.RELEASE] | by_key[FavorKey.ARCH]
     return _FactValues(exact, frozenset(mac_spellings | machine | volumes), by_key)

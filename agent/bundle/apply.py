@@ -89,8 +89,9 @@ def apply_bundle(
     except OSError as exc:
         raise OvlError(f"cannot stage a bundle beside {target}: {exc.strerror or exc}") from None
     try:
-        reader = BundleReader(source, limits)
-        staged = _stage(reader, facts, staging.layers_dir, split)
+        # Only the layers written are checked across entries; the rest cost no memory.
+        reader = BundleReader(source, limits, wanted=lambda layer: layer_matches(layer, facts))
+        staged = _stage(reader, staging.layers_dir, split)
         dest = staging.destination()
         if split:
             commit_split(staged, dest, staging.journal)
@@ -114,20 +115,14 @@ def apply_bundle(
     )
 
 
-def _stage(reader: BundleReader, facts: Facts, where: Path, split: bool) -> list[LayerDir]:
-    """Write the base and every matching layer to its own directory under `where`."""
+def _stage(reader: BundleReader, where: Path, split: bool) -> list[LayerDir]:
+    """Write the base and every layer the reader yields (the matching ones) to its own
+    directory under `where`."""
     base = LayerDir(where / BASE, BASE, overlay_whiteouts=split)
     staged: dict[str, tuple[LayerName | None, LayerDir]] = {BASE: (None, base)}
-    skipped: set[str] = set()
     for entry in reader.entries():
         name = entry.layer_dirname
-        if name in skipped:
-            continue
         if name not in staged:
-            assert entry.layer is not None
-            if not layer_matches(entry.layer, facts):
-                skipped.add(name)
-                continue
             layer = LayerDir(where / name, name, overlay_whiteouts=split)
             staged[name] = (entry.layer, layer)
         staged[name][1].write(entry, reader)

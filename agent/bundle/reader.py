@@ -1,11 +1,16 @@
 """One validating pass over a bundle's tar stream: entries sorted into layers, hostile ones
-refused with one line naming the entry and the reason. Nothing is written here."""
+refused with one line naming the entry and the reason. Nothing is written here.
+
+Every entry gets the checks that need no memory (path syntax, type, sizes, header damage).
+The checks across entries (paths through symlinks, hardlink targets, a path declared twice)
+keep every path of a layer, so they run only for the layers the caller wants: all of them by
+default (scan, lint), the written ones when applying (docs/FORMAT.md, section 7)."""
 
 from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, BinaryIO
@@ -265,14 +270,25 @@ def _plain(exc: Exception) -> str:
 
 class BundleReader:
     """Reads a bundle once, in stream order. Use `entries()`, and read an entry's data with
-    `copy_data()` before asking for the next entry."""
+    `copy_data()` before asking for the next entry.
 
-    def __init__(self, source: BinaryIO, limits: Limits) -> None:
+    `wanted`: the layers whose entries are yielded and fully checked (the base always is);
+    other layers' entries get only the per-entry checks and nothing of them is kept.
+    """
+
+    def __init__(
+        self,
+        source: BinaryIO,
+        limits: Limits,
+        wanted: Callable[[LayerName], bool] | None = None,
+    ) -> None:
         self._decoded: DecodedStream = open_decoded(source, max_bytes=limits.max_total_bytes)
         self.encoding: Encoding = self._decoded.encoding
         self.manifest: Manifest | None = None
         self._limits = limits
+        self._wanted = wanted
         self._last_layer: LayerName | None = None
+        self._last_wanted = True
         self._paths: dict[str, _LayerPaths] = {}
         self._tar: tarfile.TarFile | None = None
         self._last = "(start of the archive)"
@@ -349,13 +365,17 @@ class BundleReader:
             layer = self._layer(parts[1], name)
             parts = parts[2:]
             if not parts:
-                return self._folder(info, layer)
+                folder = self._folder(info, layer)
+                return folder if self._last_wanted else None
         elif not parts:
             return self._folder(info, None)
         elif parts == (MANIFEST_NAME,):
             self._read_manifest(info)
             return None
-        entry = self._entry(info, layer, parts)
+        wanted = layer is None or self._last_wanted
+        entry = self._entry(info, layer, parts, wanted)
+        if not wanted:
+            return None
         paths = self._paths.get(entry.layer_dirname)
         if paths is None:
             paths = self._paths[entry.layer_dirname] = _LayerPaths()
@@ -377,6 +397,7 @@ class BundleReader:
             except BadInput as exc:
                 raise BadInput(f"bundle entry {name!r}: {exc}") from None
             self._last_layer = layer
+            self._last_wanted = self._wanted is None or self._wanted(layer)
         return layer
 
     def _read_manifest(self, info: tarfile.TarInfo) -> None:
@@ -388,7 +409,9 @@ class BundleReader:
             raise BadInput(f"bundle entry {info.name!r}: manifest over {MAX_MANIFEST_BYTES} bytes")
         self.manifest = parse_manifest(self._read(self._data(info), info.size), info.name)
 
-    def _entry(self, info: tarfile.TarInfo, layer: LayerName | None, parts: Parts) -> Entry:
+    def _entry(
+        self, info: tarfile.TarInfo, layer: LayerName | None, parts: Parts, wanted: bool
+    ) -> Entry:
         name = info.name
         for key in info.pax_headers:
             xattr = key[len(XATTR_PAX_PREFIX) :]
@@ -415,7 +438,8 @@ class BundleReader:
                 )
             return Entry(layer, parts, Kind.SYMLINK, info)
         if info.islnk():
-            return Entry(layer, parts, Kind.HARDLINK, info, self._hardlink_target(info, layer))
+            target = self._hardlink_target(info, layer, wanted)
+            return Entry(layer, parts, Kind.HARDLINK, info, target)
         kind = {tarfile.CHRTYPE: Kind.CHAR, tarfile.BLKTYPE: Kind.BLOCK}.get(info.type)
         if info.isfifo():
             kind = Kind.FIFO
@@ -436,7 +460,9 @@ class BundleReader:
             raise BadInput(f"bundle entry {info.name!r}: reserved whiteout name {leaf!r}")
         return (*parts[:-1], hidden), Kind.WHITEOUT, info
 
-    def _hardlink_target(self, info: tarfile.TarInfo, layer: LayerName | None) -> Parts:
+    def _hardlink_target(
+        self, info: tarfile.TarInfo, layer: LayerName | None, wanted: bool
+    ) -> Parts:
         try:
             target = member_parts(info.linkname)
         except BadInput:
@@ -452,6 +478,8 @@ class BundleReader:
             raise BadInput(
                 f"bundle entry {info.name!r}: hardlink to {info.linkname!r} outside its layer"
             )
+        if not wanted:
+            return target  # whether it names an earlier file needs the layer's paths
         paths = self._paths.get("base" if layer is None else layer.dirname)
         known = paths.kinds.get(target) if paths else None
         if known not in (Kind.FILE, Kind.HARDLINK):
