@@ -50,6 +50,8 @@ class LayerName:
 
 
 _ORDER = re.compile(r"[0-9]{1,9}")
+# The form fleets write most (`mac=52:54:00:aa:bb:cc`): normalising is lower-casing it.
+_COLON_MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 _VALUE_TOKEN = re.compile(r"[A-Za-z0-9._+:~]+")
 _TYPED_KEYS = {key.value: key for key in FavorKey if key is not FavorKey.ANY}
 # Facts whose values are hexadecimal identifiers: compared case-insensitively.
@@ -91,6 +93,8 @@ def parse_layer_name(dirname: str) -> LayerName:
 
 def _typed_favor(key: FavorKey, value: str, bad: Callable[[str], BadInput]) -> Favor:
     if key is FavorKey.MAC:
+        if _COLON_MAC.fullmatch(value):
+            return Favor(key, value.lower())
         try:
             return Favor(key, normalize_mac(value))
         except BadInput:

@@ -14,7 +14,10 @@ def member_parts(name: str) -> Parts:
     """
     if name.startswith("/"):
         raise BadInput(f"bundle entry {name!r}: absolute path")
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    pieces = name.split("/")
+    if "" in pieces or "." in pieces:
+        pieces = [part for part in pieces if part not in ("", ".")]
+    parts = tuple(pieces)
     if ".." in parts:
         raise BadInput(f"bundle entry {name!r}: '..' in path")
     return parts

@@ -161,6 +161,20 @@ def _number(field: bytes) -> int:
     return int(field.partition(b"\0")[0] or b"0", 8)
 
 
+# mode, uid, gid, size, mtime: (offset from byte 100, digits). GNU tar and tarfile fill each
+# field with digits but for its last byte, a NUL.
+_NUMBER_FIELDS = ((0, 7), (8, 7), (16, 7), (24, 11), (36, 11))
+_NUMBER_DIGITS = tuple(digits for _, digits in _NUMBER_FIELDS)
+
+
+def _numbers(fields: bytes) -> list[int]:
+    """The five numbers in bytes 100 to 148 of a header, read as `_number` reads each."""
+    pieces = fields.split(b"\0")
+    if len(pieces) == 6 and tuple(map(len, pieces[:5])) == _NUMBER_DIGITS:
+        return [int(piece, 8) for piece in pieces[:5]]
+    return [_number(fields[at : at + digits + 1]) for at, digits in _NUMBER_FIELDS]
+
+
 def _plain_header(
     cls: type[tarfile.TarInfo], buf: bytes, encoding: str, errors: str
 ) -> tarfile.TarInfo | None:
@@ -174,11 +188,7 @@ def _plain_header(
         if chksum != 256 + sum(buf) - sum(buf[148:156]):
             return None
         info = cls()
-        info.mode = _number(buf[100:108])
-        info.uid = _number(buf[108:116])
-        info.gid = _number(buf[116:124])
-        info.size = _number(buf[124:136])
-        info.mtime = _number(buf[136:148])
+        info.mode, info.uid, info.gid, info.size, info.mtime = _numbers(buf[100:148])
         # Empty owner names and device numbers are TarInfo's defaults already.
         owners_and_device = buf[265:345]
         if owners_and_device != _EMPTY_OWNERS_AND_DEVICE:
@@ -364,9 +374,8 @@ class BundleReader:
                 return self._folder(info, None)
             layer = self._layer(parts[1], name)
             parts = parts[2:]
-            if not parts:
-                folder = self._folder(info, layer)
-                return folder if self._last_wanted else None
+            if not parts:  # the layer's own folder: yielded only when the layer is wanted
+                return self._folder(info, layer if self._last_wanted else None)
         elif not parts:
             return self._folder(info, None)
         elif parts == (MANIFEST_NAME,):
