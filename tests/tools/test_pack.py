@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import subprocess
 import zlib
@@ -235,3 +236,43 @@ def test_long_and_non_utf8_names_survive_gnu_tar(tmp_path: Path) -> None:
     assert os.readlink(copy / "far-link") == "x" * 300
     with open(os.fsencode(out) + b"/caf\xe9 menu.conf", "rb") as f:
         assert f.read() == b"odd\n"
+
+
+def make_fixed_tree(root: Path) -> Path:
+    """Every kind of entry pack writes, with fixed contents, owners, modes and mtimes."""
+    long_dir = root / ("d" * 60) / ("e" * 60)
+    long_dir.mkdir(parents=True)
+    (long_dir / "long-name").write_bytes(b"long\n" * 100)
+    (root / "etc").mkdir()
+    (root / "etc/hostname").write_text("node\n")
+    os.link(root / "etc/hostname", root / "etc/hostname.hardlink")
+    os.setxattr(root / "etc/hostname", "user.note", b"kept")
+    os.setxattr(root / "etc/hostname", "user.binary", b"\xff\xfe\x00")
+    (root / "etc/big-owner").write_bytes(bytes(range(256)) * 9)
+    os.chown(root / "etc/big-owner", 3_000_000, 4_000_000)
+    (root / "etc/before-1970").write_text("old\n")
+    os.symlink("t" * 150, root / "etc/long-link")
+    os.symlink("hostname", root / "etc/short-link")
+    os.mknod(root / "etc/null", 0o20666, os.makedev(1, 3))
+    os.mkfifo(root / "etc/fifo", 0o640)
+    (root / "etc/caf\u00e9").write_text("utf-8 name\n")
+    (Path(os.fsdecode(os.fsencode(root) + b"/etc/raw\xff"))).write_text("not utf-8\n")
+    os.chown(root / "etc/hostname", 1234, 5678)
+    os.chmod(root / "etc/hostname", 0o4755)
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+        os.utime(path, ns=(1_700_000_000_123_456_789,) * 2, follow_symlinks=False)
+    os.utime(root / "etc/before-1970", (-86_400, -86_400))
+    return root
+
+
+# sha256 of the uncompressed bundle of make_fixed_tree, written by pack before its header
+# builder moved to agent/tarwrite.py: the move must not change a byte.
+FIXED_TREE_SHA256 = "c3c5a6b62a61bcc5760a1d8c8b5b02b1359a4b1ca24de1cdbabc9ecba6e69aa3"
+
+
+@pytest.mark.root
+def test_fixed_tree_packs_to_the_recorded_bytes(tmp_path: Path) -> None:
+    tree = make_fixed_tree(tmp_path / "tree")
+    out = tmp_path / "out.tar"
+    pack_directory(tree, out, PackOptions(compression=Compression.NONE))
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == FIXED_TREE_SHA256
