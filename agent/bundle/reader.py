@@ -4,7 +4,7 @@ refused with one line naming the entry and the reason. Nothing is written here.
 Every entry gets the checks that need no memory (path syntax, type, sizes, header damage).
 The checks across entries (paths through symlinks, hardlink targets, a path declared twice)
 keep every path of a layer, so they run only for the layers the caller wants: all of them by
-default (scan, lint), the written ones when applying (docs/FORMAT.md, section 7)."""
+default (scan, lint), the written ones when applying (docs/FORMAT.md, section 7.1)."""
 
 from __future__ import annotations
 
