@@ -38,6 +38,7 @@ WORDS = ["server", "port", "listen", "allow", "deny", "user", "group", "path", "
 MAC = "52:54:00:be:0c:01"
 FLEET_LAYERS = 10_000
 MEMORY_LAYERS = 150_000
+MEMORY_TARGET_MIB = 100  # peak RSS of the apply, whatever the number of layers
 
 
 @dataclass(frozen=True)
@@ -214,17 +215,15 @@ def main() -> int:
         apply[2] = str(many_bundle)
         many_apply = measure(apply, args.repeat, fresh_dir=target)
         many_read = measure(["zstd", "-dc", str(many_bundle)], args.repeat)
-        print_row(
-            f"apply 1 of {args.memory_layers:,} tiny layers",
-            many_apply,
-            many_read,
-            1.25,
-            "zstd -dc > /dev/null",
-        )
-        verdict = "ok" if many_apply.peak_rss_mib <= 100 else "MISSED"
+        # The target here is memory: 300,000 headers and almost no data make any time ratio
+        # against zstd a measure of per-entry cost, shown as such.
+        verdict = "ok" if many_apply.peak_rss_mib <= MEMORY_TARGET_MIB else "MISSED"
+        per_entry = many_apply.seconds / (2 * args.memory_layers) * 1e6
         print(
-            f"peak RSS applying from {args.memory_layers:,} layers: "
-            f"{many_apply.peak_rss_mib:.0f} MiB <= 100 MiB {verdict}"
+            f"{f'apply 1 of {args.memory_layers:,} tiny layers':<34} {many_apply.seconds:6.2f} s "
+            f"{many_read.seconds:6.2f} s {per_entry:5.1f} us/entry RSS <= {MEMORY_TARGET_MIB} "
+            f"{verdict:<6} {many_apply.peak_rss_mib:6.0f} {many_read.peak_rss_mib:6.0f}   "
+            "zstd -dc > /dev/null"
         )
         sizes = f"pack output: ovl {ovl_bundle.stat().st_size / 2**20:.1f} MiB, "
         print(sizes + f"tar {tar_bundle.stat().st_size / 2**20:.1f} MiB")
