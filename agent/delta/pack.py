@@ -1,28 +1,36 @@
 """Write upper-dir entries as a pax tar compressed with zstd, in one streaming pass.
 
-The headers are built here rather than by `tarfile`: per-member header building in tarfile
-costs more than GNU tar's whole run on an upper with thousands of small files, and pack time
-is held to <= 1.1x of `tar | zstd` (bench/delta.py). What is written is plain POSIX pax:
-ustar headers, with a pax extended header ('x') carrying what ustar cannot hold (long or
-non-ASCII names, sub-second mtimes, large ids or sizes, SCHILY.xattr.* values). Readers are
-GNU tar, Python's tarfile and the bundle engine (tests check all three).
+Headers come from `agent.tarwrite`; what is decided here is what they carry. What is written
+is plain POSIX pax: ustar headers, with a pax extended header ('x') carrying what ustar cannot
+hold (long or non-ASCII names, sub-second mtimes, large ids or sizes, SCHILY.xattr.* values).
+Pack time is held to <= 1.1x of `tar | zstd` (bench/delta.py). Readers are GNU tar, Python's
+tarfile and the bundle engine (tests check all three).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 from agent.delta.upper import Entry, Kind
 from agent.errors import OvlError
+from agent.tarwrite import (
+    BLOCK,
+    HDRCHARSET_BINARY,
+    MAX_ID,
+    MAX_NUMBER,
+    device_fields,
+    is_utf8,
+    padding,
+    pax_extension,
+    pax_record,
+    ustar_block,
+)
 
 ZSTD_LEVEL = 3
-BLOCK = 512
 _FLUSH_AT = 1 << 20
 _READ_CHUNK = 1 << 20
 _TYPEFLAG = {
@@ -33,7 +41,6 @@ _TYPEFLAG = {
     Kind.WHITEOUT: b"0",
     Kind.OPAQUE: b"0",
 }
-_MAX_OCTAL = {8: 8**7 - 1, 12: 8**11 - 1}
 
 
 @dataclass(frozen=True)
@@ -60,46 +67,7 @@ class _HashingWriter:
         self.out.flush()
 
 
-def _pax_record(key: str, value: bytes) -> bytes:
-    """`<length> <key>=<value>\\n` where the length counts its own digits."""
-    body = b" " + key.encode() + b"=" + value + b"\n"
-    length = len(body) + len(str(len(body)))
-    if len(str(length)) + len(body) != length:
-        length += 1
-    return str(length).encode() + body
-
-
-# name mode uid gid size mtime chksum typeflag linkname magic+version uname gname major minor
-_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s167s")
-
-
-def _ustar(
-    name: bytes,
-    mode: int,
-    ids: tuple[int, int],
-    size: int,
-    mtime: int,
-    typeflag: bytes,
-    link: bytes,
-) -> bytes:
-    header = _USTAR.pack(
-        name,
-        b"%07o" % mode,
-        b"%07o" % min(ids[0], _MAX_OCTAL[8]),
-        b"%07o" % min(ids[1], _MAX_OCTAL[8]),
-        b"%011o" % min(size, _MAX_OCTAL[12]),
-        b"%011o" % min(mtime, _MAX_OCTAL[12]),
-        b"        ",
-        typeflag,
-        link,
-        b"ustar\x0000",
-        b"",
-        b"",
-        b"0000000",
-        b"0000000",
-        b"",
-    )
-    return header[:148] + b"%06o\0 " % sum(header) + header[156:]
+_ZERO_DEVICES = device_fields(0, 0)
 
 
 def tar_header(entry: Entry) -> bytes:
@@ -109,46 +77,39 @@ def tar_header(entry: Entry) -> bytes:
     size = entry.size if entry.kind is Kind.FILE else 0
     records: list[bytes] = []
     if len(name) > 100 or not name.isascii():
-        records.append(_pax_record("path", name))
+        records.append(pax_record(b"path", name))
     if len(link) > 100 or not link.isascii():
-        records.append(_pax_record("linkpath", link))
+        records.append(pax_record(b"linkpath", link))
     seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
     if nanos:
-        records.append(_pax_record("mtime", b"%d.%09d" % (seconds, nanos)))
-    for key, value, width in (("uid", entry.uid, 8), ("gid", entry.gid, 8), ("size", size, 12)):
-        if value > _MAX_OCTAL[width]:
-            records.append(_pax_record(key, b"%d" % value))
+        records.append(pax_record(b"mtime", b"%d.%09d" % (seconds, nanos)))
+    for key, value, limit in (
+        (b"uid", entry.uid, MAX_ID),
+        (b"gid", entry.gid, MAX_ID),
+        (b"size", size, MAX_NUMBER),
+    ):
+        if value > limit:
+            records.append(pax_record(key, b"%d" % value))
     binary = False
     for xattr, raw in entry.xattrs.items():
-        records.append(_pax_record("SCHILY.xattr." + xattr, raw))
-        binary = binary or not _is_utf8(raw)
-    ids = (entry.uid, entry.gid)
-    header = _ustar(name, entry.mode, ids, size, seconds, _TYPEFLAG[entry.kind], link)
+        records.append(pax_record(b"SCHILY.xattr." + xattr.encode(), raw))
+        binary = binary or not is_utf8(raw)
+    header = ustar_block(
+        name,
+        entry.mode,
+        min(entry.uid, MAX_ID),
+        min(entry.gid, MAX_ID),
+        min(size, MAX_NUMBER),
+        min(seconds, MAX_NUMBER),
+        _TYPEFLAG[entry.kind],
+        link,
+        _ZERO_DEVICES,
+    )
     if not records:
         return header
     if binary:
-        records.insert(0, _pax_record("hdrcharset", b"BINARY"))
-    data = b"".join(records)
-    return _pax_header(len(data)) + data + _padding(len(data)) + header
-
-
-@functools.cache
-def _pax_header(size: int) -> bytes:
-    """The 'x' header before a pax record block. Readers ignore its name and mtime, so one
-    header per record size serves every member (most members differ only in their mtime)."""
-    return _ustar(b"PaxHeaders/ovl", 0o644, (0, 0), size, 0, b"x", b"")
-
-
-def _is_utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _padding(size: int) -> bytes:
-    return bytes(-size % BLOCK)
+        records.insert(0, HDRCHARSET_BINARY)
+    return pax_extension(b"".join(records), b"PaxHeaders/ovl", 0o644, _ZERO_DEVICES) + header
 
 
 class _Output:
@@ -192,7 +153,7 @@ class _Output:
             raise OvlError(f"{entry.source}: cannot read ({exc.strerror})") from exc
         finally:
             os.close(fd)
-        self.add(_padding(entry.size))
+        self.add(padding(entry.size))
 
 
 def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = -1) -> Packed:

@@ -22,6 +22,15 @@ from agent.bundle.codec import Compression
 from agent.bundle.manifest import MANIFEST_NAME, parse_manifest
 from agent.errors import BadInput, OvlError
 from agent.favors import parse_layer_name
+from agent.tarwrite import (
+    HDRCHARSET_BINARY,
+    MAX_ID,
+    MAX_NUMBER,
+    device_fields,
+    pax_extension,
+    pax_record,
+    ustar_block,
+)
 from ovl_tools.encode import Sink, open_encoder
 from ovl_tools.progress import Progress
 
@@ -157,40 +166,84 @@ def _check_bundle_tree(src: Path) -> None:
         parse_layer_name(entry.name)
 
 
-# A plain entry's ustar header: what tarfile's pax writer gives when no pax record is needed.
-_USTAR_MAGIC_AND_BLANKS = b"ustar\x0000" + bytes(32 + 32 + 8 + 8 + 155 + 12)
-_OCTAL_7, _OCTAL_11 = 8**7, 8**11
-_PLAIN_TYPES = (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
+_DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
+_TARFILE_PAX_NAME = b"././@PaxHeader"
 
 
 def header_block(info: tarfile.TarInfo) -> bytes:
-    """The header of `info` exactly as tarfile writes it in pax format; entries with only ASCII
-    names up to 100 bytes, small numbers and no pax records are built here, at a fraction of
-    tarfile's cost."""
-    name = info.name + "/" if info.type == tarfile.DIRTYPE else info.name
-    if (
-        info.type not in _PLAIN_TYPES
-        or info.pax_headers
-        or info.uname
-        or info.gname
-        or not (name.isascii() and len(name) <= 100)
-        or not (info.linkname.isascii() and len(info.linkname) <= 100)
-        or not (0 <= info.uid < _OCTAL_7 and 0 <= info.gid < _OCTAL_7)
-        or not (0 <= info.size < _OCTAL_11 and 0 <= info.mtime < _OCTAL_11)
-        or not isinstance(info.mtime, int)
+    """The header of `info` exactly as tarfile writes it in pax format (owner names, which pack
+    never writes, left out), built by `agent.tarwrite` at a fraction of tarfile's cost."""
+    name = info.name
+    if info.type == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"
+    link = info.linkname
+    devices = device_fields(info.devmajor, info.devminor) if info.type in _DEVICE_TYPES else b""
+    if (  # the common case, checked first: nothing needs a pax record
+        not info.pax_headers
+        and name.isascii()
+        and len(name) <= 100
+        and link.isascii()
+        and len(link) <= 100
+        and 0 <= info.uid <= MAX_ID
+        and 0 <= info.gid <= MAX_ID
+        and 0 <= info.size <= MAX_NUMBER
+        and type(info.mtime) is int
+        and 0 <= info.mtime <= MAX_NUMBER
     ):
-        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (
-        name.encode().ljust(100, b"\0"),
+        return ustar_block(
+            name.encode(),
+            info.mode & 0o7777,
+            info.uid,
+            info.gid,
+            info.size,
+            info.mtime,
+            info.type,
+            link.encode(),
+            devices,
+        )
+    pax = dict(info.pax_headers)
+    for key, text in (("path", name), ("linkpath", link)):
+        if key not in pax and not (text.isascii() and len(text) <= 100):
+            pax[key] = text
+    fields = []
+    for key, value, limit in (
+        ("uid", info.uid, MAX_ID),
+        ("gid", info.gid, MAX_ID),
+        ("size", info.size, MAX_NUMBER),
+        ("mtime", info.mtime, MAX_NUMBER),
+    ):
+        whole = round(value)
+        fits = 0 <= whole <= limit
+        fields.append(whole if fits else 0)
+        if not fits or isinstance(value, float):  # a float keeps its fraction in the record
+            pax.setdefault(key, str(value))
+    uid, gid, size, mtime = fields
+    header = ustar_block(
+        name.encode("ascii", "replace"),
         info.mode & 0o7777,
-        info.uid,
-        info.gid,
-        info.size,
-        info.mtime,
+        uid,
+        gid,
+        size,
+        mtime,
+        info.type,
+        link.encode("ascii", "replace"),
+        devices,
     )
-    tail = info.type + info.linkname.encode().ljust(100, b"\0") + _USTAR_MAGIC_AND_BLANKS
-    checksum = sum(head) + sum(tail) + 8 * 0x20
-    return head + b"%06o\0 " % checksum + tail
+    if not pax:
+        return header
+    records = [pax_record(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in pax.items()]
+    if any(map(_has_surrogates, pax.values())):
+        records.insert(0, HDRCHARSET_BINARY)
+    return pax_extension(b"".join(records), _TARFILE_PAX_NAME, 0) + header
+
+
+def _has_surrogates(text: str) -> bool:
+    """True for text holding escaped raw bytes: tarfile then marks the records as binary."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class _TarWriter:

@@ -1,5 +1,5 @@
-"""pack's own header builder writes exactly the bytes tarfile's pax writer writes, for plain
-entries it builds itself and for everything it leaves to tarfile."""
+"""pack's header builder (on agent.tarwrite) writes exactly the bytes tarfile's pax writer writes,
+for plain entries and for every entry that needs pax records."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ TYPES = (
     tarfile.SYMTYPE,
     tarfile.LNKTYPE,
     tarfile.CHRTYPE,
+    tarfile.BLKTYPE,
     tarfile.FIFOTYPE,
 )
 NAMES = st.one_of(
     st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=110),
     st.text(min_size=1, max_size=110).filter(lambda n: "\0" not in n),
+    st.binary(min_size=1, max_size=110)
+    .filter(lambda n: b"\0" not in n)
+    .map(lambda n: n.decode("utf-8", "surrogateescape")),
 )
 
 
@@ -30,13 +34,19 @@ def entries(draw: st.DrawFn) -> tarfile.TarInfo:
     info.mode = draw(st.integers(0, 0o177777))
     info.uid = draw(st.one_of(st.integers(0, 70000), st.integers(0, 1 << 40)))
     info.gid = draw(st.integers(0, 1 << 24))
-    info.mtime = draw(st.one_of(st.integers(0, 1 << 34), st.integers(-(1 << 34), 1 << 40)))
+    info.mtime = draw(
+        st.one_of(
+            st.integers(0, 1 << 34),
+            st.integers(-(1 << 34), 1 << 40),
+            st.floats(-1e9, 1e10, allow_nan=False),
+        )
+    )
     info.uname = info.gname = ""
     if info.type == tarfile.REGTYPE:
         info.size = draw(st.one_of(st.integers(0, 1 << 20), st.integers(0, 1 << 40)))
     if info.type in (tarfile.SYMTYPE, tarfile.LNKTYPE):
         info.linkname = draw(NAMES)
-    if info.type == tarfile.CHRTYPE:
+    if info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
         info.devmajor, info.devminor = draw(st.integers(0, 255)), draw(st.integers(0, 255))
     if draw(st.booleans()):
         value = draw(st.binary(max_size=20)).decode("utf-8", "surrogateescape")
@@ -44,7 +54,7 @@ def entries(draw: st.DrawFn) -> tarfile.TarInfo:
     return info
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(entries())
 def test_header_is_byte_identical_to_tarfiles_pax_header(info: tarfile.TarInfo) -> None:
     assert header_block(info) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
