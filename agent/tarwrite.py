@@ -14,10 +14,9 @@ import functools
 BLOCK = 512
 MAX_ID = 8**7 - 1  # the largest uid/gid an 8-byte octal field holds
 MAX_NUMBER = 8**11 - 1  # the largest size/mtime a 12-byte octal field holds
-_MAGIC = b"ustar\x0000"
-_BLANK_OWNER_NAMES = bytes(64)
+_MAGIC_AND_OWNER_NAMES = b"ustar\x0000" + bytes(64)
 _BLANK_PREFIX = bytes(155 + 12)  # prefix field and the block's padding
-_CHECKSUM_AS_SPACES = 8 * 0x20
+_CONSTANT_TAIL_SUM = sum(_MAGIC_AND_OWNER_NAMES) + 8 * 0x20  # the checksum counts as spaces
 
 
 def ustar_block(
@@ -44,15 +43,22 @@ def ustar_block(
         size,
         mtime,
     )
-    tail = b"%s%s%s%s%s%s" % (
+    link = link[:100]
+    # The tail is mostly constant: its checksum is summed from the parts that vary.
+    checksum = sum(head) + _CONSTANT_TAIL_SUM + typeflag[0]
+    if link:
+        checksum += sum(link)
+    if devices:
+        checksum += sum(devices)
+    return b"%s%06o\0 %s%s%s%s%s" % (
+        head,
+        checksum,
         typeflag,
-        link[:100].ljust(100, b"\0"),
-        _MAGIC,
-        _BLANK_OWNER_NAMES,
+        link.ljust(100, b"\0"),
+        _MAGIC_AND_OWNER_NAMES,
         devices.ljust(16, b"\0"),
         _BLANK_PREFIX,
     )
-    return head + b"%06o\0 " % (sum(head) + sum(tail) + _CHECKSUM_AS_SPACES) + tail
 
 
 def device_fields(major: int, minor: int) -> bytes:

@@ -24,15 +24,14 @@ from agent.tarwrite import (
     MAX_NUMBER,
     device_fields,
     is_utf8,
-    padding,
     pax_extension,
     pax_record,
     ustar_block,
 )
 
 ZSTD_LEVEL = 3
-_FLUSH_AT = 1 << 20
-_READ_CHUNK = 1 << 20
+_BUFFER_SIZE = 4 << 20
+_ZERO_BLOCK = bytes(BLOCK)
 _TYPEFLAG = {
     Kind.FILE: b"0",
     Kind.HARDLINK: b"1",
@@ -68,19 +67,44 @@ class _HashingWriter:
 
 
 _ZERO_DEVICES = device_fields(0, 0)
+_PAX_NAME = b"PaxHeaders/ovl"
 
 
 def tar_header(entry: Entry) -> bytes:
     """The header block(s) for one entry: a pax 'x' header first when ustar is not enough."""
-    name = entry.path.encode("utf-8", "surrogateescape")
-    link = entry.link.encode("utf-8", "surrogateescape")
-    size = entry.size if entry.kind is Kind.FILE else 0
+    path, kind, mode, uid, gid, mtime_ns, size, _, link_text, xattrs = entry
+    name = path.encode("utf-8", "surrogateescape")
+    link = link_text.encode("utf-8", "surrogateescape")
+    if kind is not Kind.FILE:
+        size = 0
+    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+    if (  # the common case, checked first: at most a sub-second mtime needs a pax record
+        xattrs
+        or len(name) > 100
+        or not name.isascii()
+        or len(link) > 100
+        or not link.isascii()
+        or uid > MAX_ID
+        or gid > MAX_ID
+        or size > MAX_NUMBER
+        or seconds > MAX_NUMBER
+    ):
+        return _full_header(entry, name, link, size, seconds, nanos)
+    header = ustar_block(name, mode, uid, gid, size, seconds, _TYPEFLAG[kind], link, _ZERO_DEVICES)
+    if not nanos:
+        return header
+    record = pax_record(b"mtime", b"%d.%09d" % (seconds, nanos))
+    return pax_extension(record, _PAX_NAME, 0o644, _ZERO_DEVICES) + header
+
+
+def _full_header(
+    entry: Entry, name: bytes, link: bytes, size: int, seconds: int, nanos: int
+) -> bytes:
     records: list[bytes] = []
     if len(name) > 100 or not name.isascii():
         records.append(pax_record(b"path", name))
     if len(link) > 100 or not link.isascii():
         records.append(pax_record(b"linkpath", link))
-    seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
     if nanos:
         records.append(pax_record(b"mtime", b"%d.%09d" % (seconds, nanos)))
     for key, value, limit in (
@@ -109,29 +133,29 @@ def tar_header(entry: Entry) -> bytes:
         return header
     if binary:
         records.insert(0, HDRCHARSET_BINARY)
-    return pax_extension(b"".join(records), b"PaxHeaders/ovl", 0o644, _ZERO_DEVICES) + header
+    return pax_extension(b"".join(records), _PAX_NAME, 0o644, _ZERO_DEVICES) + header
 
 
-class _Output:
-    """Tar bytes on their way to the compressor: small pieces gathered, big chunks passed on."""
+class _TarStream:
+    """Tar bytes gathered in one reused buffer and handed to the compressor 4 MiB at a time
+    (big writes keep its worker threads busy); file data is read straight into that buffer."""
 
     def __init__(self, zstream: BinaryIO) -> None:
-        self.zstream = zstream
-        self.buffer = bytearray()
+        self._zstream = zstream
+        self._buffer = bytearray(_BUFFER_SIZE)
+        self._view = memoryview(self._buffer)
+        self._used = 0
 
     def add(self, data: bytes) -> None:
-        if len(data) >= _FLUSH_AT:
+        end = self._used + len(data)
+        if end > _BUFFER_SIZE:
             self.flush()
-            self.zstream.write(data)
-            return
-        self.buffer += data
-        if len(self.buffer) >= _FLUSH_AT:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.zstream.write(self.buffer)
-            self.buffer.clear()
+            end = len(data)
+            if end > _BUFFER_SIZE:
+                self._zstream.write(data)
+                return
+        self._buffer[self._used : end] = data
+        self._used = end
 
     def add_file(self, entry: Entry) -> None:
         """The file's data, exactly `entry.size` bytes: a file that changes while packing must
@@ -140,20 +164,31 @@ class _Output:
             fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise OvlError(f"{entry.source}: cannot read ({exc.strerror})") from exc
+        left = entry.size
         try:
-            left = entry.size
-            while left > 0:
-                chunk = os.read(fd, min(left, _READ_CHUNK))
-                if not chunk:
+            while left:
+                used = self._used
+                if used == _BUFFER_SIZE:
+                    self.flush()
+                    used = 0
+                count = os.readv(fd, (self._view[used : used + left],))
+                if not count:
                     self.add(bytes(left))
                     break
-                self.add(chunk)
-                left -= len(chunk)
+                self._used = used + count
+                left -= count
         except OSError as exc:
             raise OvlError(f"{entry.source}: cannot read ({exc.strerror})") from exc
         finally:
             os.close(fd)
-        self.add(padding(entry.size))
+        pad = -entry.size % BLOCK
+        if pad:
+            self.add(_ZERO_BLOCK[:pad])
+
+    def flush(self) -> None:
+        if self._used:
+            self._zstream.write(self._view[: self._used])
+            self._used = 0
 
 
 def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = -1) -> Packed:
@@ -163,13 +198,15 @@ def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = -1) -
     sink = _HashingWriter(out)
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
     count = 0
-    with compressor.stream_writer(cast(BinaryIO, sink), closefd=False) as zstream:
-        output = _Output(zstream)
+    with compressor.stream_writer(
+        cast(BinaryIO, sink), write_size=_BUFFER_SIZE, closefd=False
+    ) as zstream:
+        tar = _TarStream(zstream)
         for entry in entries:
-            output.add(tar_header(entry))
+            tar.add(tar_header(entry))
             if entry.kind is Kind.FILE and entry.size:
-                output.add_file(entry)
+                tar.add_file(entry)
             count += 1
-        output.add(bytes(2 * BLOCK))  # end of archive
-        output.flush()
+        tar.add(bytes(2 * BLOCK))  # end of archive
+        tar.flush()
     return Packed(sha256=sink.digest.hexdigest(), size=sink.size, entries=count)

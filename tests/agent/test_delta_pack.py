@@ -123,3 +123,20 @@ def test_fixed_entries_pack_to_the_recorded_tar_bytes(tmp_path: Path) -> None:
     write_delta(fixed_entries(tmp_path), out)
     plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue())).read()
     assert hashlib.sha256(plain).hexdigest() == FIXED_ENTRIES_TAR_SHA256
+
+
+def test_file_larger_than_the_copy_buffer_is_written_whole(tmp_path: Path) -> None:
+    data = tmp_path / "big"
+    content = bytes(range(256)) * (36 * 1024 + 3)  # 9 MiB and a bit: crosses buffer flushes
+    data.write_bytes(content)
+    entries = [
+        Entry("small", Kind.FILE, 0o644, 0, 0, 0, 5, str(data)),
+        Entry("big", Kind.FILE, 0o644, 0, 0, 0, len(content), str(data)),
+        Entry("after", Kind.FILE, 0o644, 0, 0, 0, 700, str(data)),
+    ]
+    out = io.BytesIO()
+    write_delta(entries, out)
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue())).read()
+    with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    assert got == {"small": content[:5], "big": content, "after": content[:700]}
