@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, cast
@@ -31,6 +33,7 @@ from agent.tarwrite import (
 
 ZSTD_LEVEL = 3
 _BUFFER_SIZE = 4 << 20
+_SPARE_BUFFERS = 2  # one being compressed, one waiting: packing rarely waits for a buffer
 _ZERO_BLOCK = bytes(BLOCK)
 _TYPEFLAG = {
     Kind.FILE: b"0",
@@ -137,11 +140,20 @@ def _full_header(
 
 
 class _TarStream:
-    """Tar bytes gathered in one reused buffer and handed to the compressor 4 MiB at a time
-    (big writes keep its worker threads busy); file data is read straight into that buffer."""
+    """Tar bytes gathered in reused 4 MiB buffers (file data read straight into them) and
+    compressed on a thread of its own, so headers are built and files read meanwhile, as
+    `tar | zstd` runs in two processes; the compressor releases the GIL while it works."""
 
     def __init__(self, zstream: BinaryIO) -> None:
         self._zstream = zstream
+        self._filled: queue.SimpleQueue[tuple[memoryview | bytes, bytearray | None] | None]
+        self._filled = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(_SPARE_BUFFERS):
+            self._free.put(bytearray(_BUFFER_SIZE))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._compress, name="delta-zstd", daemon=True)
+        self._thread.start()
         self._buffer = bytearray(_BUFFER_SIZE)
         self._view = memoryview(self._buffer)
         self._used = 0
@@ -152,7 +164,7 @@ class _TarStream:
             self.flush()
             end = len(data)
             if end > _BUFFER_SIZE:
-                self._zstream.write(data)
+                self._filled.put((data, None))
                 return
         self._buffer[self._used : end] = data
         self._used = end
@@ -186,13 +198,41 @@ class _TarStream:
             self.add(_ZERO_BLOCK[:pad])
 
     def flush(self) -> None:
+        """Hand the gathered bytes to the compressor thread and go on in a free buffer."""
         if self._used:
-            self._zstream.write(self._view[: self._used])
+            self._filled.put((self._view[: self._used], self._buffer))
+            self._buffer = self._free.get()
+            self._view = memoryview(self._buffer)
             self._used = 0
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait until everything handed over is compressed; raise what the compressor raised."""
+        self._filled.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _compress(self) -> None:
+        while (item := self._filled.get()) is not None:
+            chunk, buffer = item
+            if self._error is None:
+                try:
+                    self._zstream.write(chunk)
+                except BaseException as exc:  # handed to the packing thread, raised there
+                    self._error = exc
+            if buffer is not None:
+                self._free.put(buffer)
 
 
-def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = -1) -> Packed:
-    """Stream `entries` into `out` as tar.zst; returns the sha256 of the bytes written."""
+def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = 0) -> Packed:
+    """Stream `entries` into `out` as tar.zst; returns the sha256 of the bytes written.
+
+    `threads` are zstd's own workers. None by default: the stream already compresses on a
+    thread of its own, and on 2 cores extra workers only took CPU from reading and building
+    headers (bench/delta.py: 1.3x GNU tar's time with them, 1.15x without).
+    """
     import zstandard
 
     sink = _HashingWriter(out)
@@ -202,11 +242,14 @@ def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = -1) -
         cast(BinaryIO, sink), write_size=_BUFFER_SIZE, closefd=False
     ) as zstream:
         tar = _TarStream(zstream)
-        for entry in entries:
-            tar.add(tar_header(entry))
-            if entry.kind is Kind.FILE and entry.size:
-                tar.add_file(entry)
-            count += 1
-        tar.add(bytes(2 * BLOCK))  # end of archive
-        tar.flush()
+        try:
+            for entry in entries:
+                tar.add(tar_header(entry))
+                if entry.kind is Kind.FILE and entry.size:
+                    tar.add_file(entry)
+                count += 1
+            tar.add(bytes(2 * BLOCK))  # end of archive
+            tar.flush()
+        finally:
+            tar.close()
     return Packed(sha256=sink.digest.hexdigest(), size=sink.size, entries=count)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import tarfile
+import threading
 from pathlib import Path
 
+import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.delta.pack import write_delta
 from agent.delta.upper import Entry, Kind
+from agent.errors import OvlError
 
 names = st.lists(
     st.text(
@@ -140,3 +145,21 @@ def test_file_larger_than_the_copy_buffer_is_written_whole(tmp_path: Path) -> No
     with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
         got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
     assert got == {"small": content[:5], "big": content, "after": content[:700]}
+
+
+def test_full_disk_stops_the_pack_with_the_write_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(1 << 20))
+    entries = [Entry(f"f{i}", Kind.FILE, 0o644, 0, 0, 0, 1 << 20, str(data)) for i in range(20)]
+    with open("/dev/full", "wb", buffering=0) as full, pytest.raises(OSError) as caught:
+        write_delta(entries, full)
+    assert caught.value.errno == errno.ENOSPC
+    assert threading.active_count() == 1  # the compressing thread has ended
+
+
+def test_unreadable_file_stops_the_pack_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    entries = [Entry("gone", Kind.FILE, 0o644, 0, 0, 0, 10, str(missing))]
+    with pytest.raises(OvlError, match="gone: cannot read"):
+        write_delta(entries, io.BytesIO())
+    assert threading.active_count() == 1
