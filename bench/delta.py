@@ -88,7 +88,8 @@ def main() -> int:
         ovl_s, ovl_cpu = min(r[0] for r in ovl_runs), min(r[1] for r in ovl_runs)
         tar_s, tar_cpu = min(r[0] for r in tar_runs), min(r[1] for r in tar_runs)
     files = args.small + args.large
-    print(f"upper: {files} files, {size / 1e6:.1f} MB, cores: {os.cpu_count()}")
+    load = " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+    print(f"upper: {files} files, {size / 1e6:.1f} MB, cores: {os.cpu_count()}, load: {load}")
     print(f"{'':20}{'wall s':>8}{'cpu s':>8}{'MB/s':>8}{'out MB':>8}")
     for label, wall, cpu, out_size in (
         ("ovl delta pack", ovl_s, ovl_cpu, ovl_size),
