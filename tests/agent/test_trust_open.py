@@ -104,6 +104,17 @@ def test_tampered_byte_is_refused_and_nothing_decrypted(pki: Pki, tmp_path: Path
     assert _leftovers(out.parent) == []
 
 
+def test_bundle_that_decrypts_but_carries_another_bundles_signature_leaves_no_plaintext(
+    pki: Pki, tmp_path: Path
+) -> None:
+    first, second = _seal(pki, tmp_path, serial=1), _seal(pki, tmp_path, serial=2)
+    swapped = second.with_name(second.name + ".minisig")
+    swapped.write_bytes(first.with_name(first.name + ".minisig").read_bytes())
+    with pytest.raises(OvlError, match="signature does not match"):
+        _open(pki, second)
+    assert _leftovers(second.parent) == []
+
+
 def test_tampering_is_refused_even_under_policy_none(pki: Pki, tmp_path: Path) -> None:
     out = _seal(pki, tmp_path)
     out.write_bytes(out.read_bytes()[:-10])
