@@ -97,11 +97,3 @@ def _extension_header(size: int, header_name: bytes, mode: int, devices: bytes) 
 def padding(size: int) -> bytes:
     """The zero bytes that fill `size` bytes of data up to a whole block."""
     return bytes(-size % BLOCK)
-
-
-def is_utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True

@@ -25,7 +25,6 @@ from agent.tarwrite import (
     MAX_ID,
     MAX_NUMBER,
     device_fields,
-    is_utf8,
     pax_extension,
     pax_record,
     ustar_block,
@@ -120,7 +119,7 @@ def _full_header(
     binary = False
     for xattr, raw in entry.xattrs.items():
         records.append(pax_record(b"SCHILY.xattr." + xattr.encode(), raw))
-        binary = binary or not is_utf8(raw)
+        binary = binary or not _is_utf8(raw)
     header = ustar_block(
         name,
         entry.mode,
@@ -137,6 +136,14 @@ def _full_header(
     if binary:
         records.insert(0, HDRCHARSET_BINARY)
     return pax_extension(b"".join(records), _PAX_NAME, 0o644, _ZERO_DEVICES) + header
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _TarStream:
