@@ -169,18 +169,28 @@ def _number(field: bytes) -> int:
     return int(field.partition(b"\0")[0] or b"0", 8)
 
 
-# mode, uid, gid, size, mtime: (offset from byte 100, digits). GNU tar and tarfile fill each
-# field with digits but for its last byte, a NUL.
-_NUMBER_FIELDS = ((0, 7), (8, 7), (16, 7), (24, 11), (36, 11))
-_NUMBER_DIGITS = tuple(digits for _, digits in _NUMBER_FIELDS)
+# mode, uid, gid, size, mtime: (offset, digits). GNU tar and tarfile fill each field with
+# digits but for its last byte, a NUL.
+_NUMBER_FIELDS = ((100, 7), (108, 7), (116, 7), (124, 11), (136, 11))
 
 
-def _numbers(fields: bytes) -> list[int]:
-    """The five numbers in bytes 100 to 148 of a header, read as `_number` reads each."""
-    pieces = fields.split(b"\0")
-    if len(pieces) == 6 and tuple(map(len, pieces[:5])) == _NUMBER_DIGITS:
-        return [int(piece, 8) for piece in pieces[:5]]
-    return [_number(fields[at : at + digits + 1]) for at, digits in _NUMBER_FIELDS]
+def _numbers(buf: bytes) -> tuple[int, int, int, int, int]:
+    """The five numbers of a header, read as `_number` reads each."""
+    if buf[107] == buf[115] == buf[123] == buf[135] == buf[147] == 0:
+        try:  # a NUL inside a field is a ValueError here, and cuts the field in `_number`
+            return (
+                int(buf[100:107], 8),
+                int(buf[108:115], 8),
+                int(buf[116:123], 8),
+                int(buf[124:135], 8),
+                int(buf[136:147], 8),
+            )
+        except ValueError:
+            pass
+    mode, uid, gid, size, mtime = (
+        _number(buf[at : at + digits + 1]) for at, digits in _NUMBER_FIELDS
+    )
+    return mode, uid, gid, size, mtime
 
 
 def _byte_sum(block: bytes) -> int:
@@ -202,7 +212,7 @@ def _plain_header(
         if chksum != 256 + _byte_sum(buf) - sum(buf[148:156]):
             return None
         info = cls()
-        info.mode, info.uid, info.gid, info.size, info.mtime = _numbers(buf[100:148])
+        info.mode, info.uid, info.gid, info.size, info.mtime = _numbers(buf)
         # Empty owner names and device numbers are TarInfo's defaults already.
         owners_and_device = buf[265:345]
         if owners_and_device != _EMPTY_OWNERS_AND_DEVICE:
