@@ -216,3 +216,58 @@ def test_pax_members_are_read_by_our_loop_and_no_header_is_kept() -> None:
         # TarFile reading the first member when opened, handing it over, the end marker
         assert tar.calls == 3
         assert tar.members == []  # type: ignore[attr-defined]
+
+
+PAX_KEYS = (
+    b"path",
+    b"linkpath",
+    b"size",
+    b"mtime",
+    b"uid",
+    b"uname",
+    b"hdrcharset",
+    b"GNU.sparse.size",
+    b"SCHILY.xattr.user.a",
+    b"comment",
+    b"",
+)
+PAX_VALUES = (b"", b"12", b"1.25", b"-3", b"x/y/", b"BINARY", b"\xff\xfe", b"a=b", b"\xc3\xa9")
+
+
+@st.composite
+def pax_record(draw: st.DrawFn) -> bytes:
+    body = b" " + draw(st.sampled_from(PAX_KEYS)) + b"=" + draw(st.sampled_from(PAX_VALUES))
+    length = len(body) + 2  # the length counts its own digits, the body and the newline
+    while length != len(str(length)) + len(body) + 1:
+        length += 1
+    length += draw(st.sampled_from([0, 0, 0, -1, 1, -50]))
+    return str(length).encode() + body + draw(st.sampled_from([b"\n", b"\n", b"x"]))
+
+
+@st.composite
+def pax_archives(draw: st.DrawFn) -> bytes:
+    """A hand-made pax 'x' header (records right or wrong) before an ordinary member."""
+    records = b"".join(draw(st.lists(pax_record(), max_size=4)))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("first"))  # TarFile itself reads the first member
+        extended = tarfile.TarInfo("././@PaxHeader")
+        extended.type, extended.size = tarfile.XHDTYPE, len(records)
+        tar.addfile(extended, io.BytesIO(records))
+        info = tarfile.TarInfo("dir/file")
+        info.type = draw(st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]))
+        data = b"d" * draw(st.integers(0, 700)) if info.type == tarfile.REGTYPE else b""
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        tar.addfile(tarfile.TarInfo("last"))
+    return out.getvalue()
+
+
+@SETTINGS
+@given(pax_archives(), st.integers(1, 5000), st.lists(st.booleans(), min_size=1, max_size=3))
+def test_loop_reads_any_pax_records_as_tarfile(
+    data: bytes, step: int, read_data: list[bool]
+) -> None:
+    assert read_members(data, step, read_data, ours=True) == read_members(
+        data, step, read_data, ours=False
+    )
