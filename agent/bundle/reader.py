@@ -260,6 +260,14 @@ class _StrictTarInfo(tarfile.TarInfo):
             raise _HeaderProblem(f"extended header of {info.size} bytes (limit 1 MiB)")
         return info
 
+    def _proc_member(self, tar: tarfile.TarFile) -> Any:
+        # A member whose header block was fine but whose pax records or GNU long name are not
+        # would make tarfile end the archive there, silently, past the first member.
+        try:
+            return super()._proc_member(tar)  # type: ignore[misc]
+        except tarfile.HeaderError as exc:
+            raise _HeaderProblem(f"corrupt extended header ({exc})") from None
+
 
 # Member types whose header tarfile's _proc_builtin handles; any other (GNU long names and
 # sparse files, global and Solaris pax headers, ...) is left to tarfile itself.
