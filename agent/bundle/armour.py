@@ -31,7 +31,20 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class Base64Reader(io.RawIOBase):
+class ReadStream(io.RawIOBase):
+    """A raw stream whose subclass defines read(size) -> bytes; readinto() follows from it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+class Base64Reader(ReadStream):
     """Decodes armoured text from `source` as it is read; never holds more than one chunk."""
 
     def __init__(self, source: Readable) -> None:
@@ -44,12 +57,6 @@ class Base64Reader(io.RawIOBase):
         self._padded = False
         self._eof = False
         self._offset = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        return fill(buffer, self)
 
     def read(self, size: int = -1, /) -> bytes:
         if size < 0:
@@ -112,11 +119,3 @@ class Base64Reader(io.RawIOBase):
             raise BadInput("bundle armour: base64 text is truncated")
         if self._framed and self._trailer.strip(_WHITESPACE) != END_LINE:
             raise BadInput("bundle armour: missing the -----END OVL BUNDLE----- line")
-
-
-def fill(buffer: WriteableBuffer, read: Readable) -> int:
-    """readinto() in terms of read(): for streams whose natural unit is a bytes object."""
-    view = memoryview(buffer).cast("B")
-    data = read.read(len(view))
-    view[: len(data)] = data
-    return len(data)

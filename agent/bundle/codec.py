@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import zlib
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from agent.bundle.armour import Base64Reader, Readable, fill, looks_armoured
+from agent.bundle.armour import Base64Reader, Readable, ReadStream, looks_armoured
 from agent.errors import BadInput
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 _HEAD = 512
 _CHUNK = 1 << 16
@@ -106,19 +105,13 @@ def detect(raw: BinaryIO) -> Encoding:
         raw.seek(start)
 
 
-class _Prefixed(io.RawIOBase):
+class _Prefixed(ReadStream):
     """`head` followed by the rest of `rest`: sniffing without needing a seekable source."""
 
     def __init__(self, head: bytes, rest: Readable) -> None:
         super().__init__()
         self._head = head
         self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        return fill(buffer, self)
 
     def read(self, size: int = -1, /) -> bytes:
         if size < 0:
@@ -129,7 +122,7 @@ class _Prefixed(io.RawIOBase):
         return data
 
 
-class _ZlibReader(io.RawIOBase):
+class _ZlibReader(ReadStream):
     """A raw RFC 1950 stream, decompressed in bounded pieces; truncation is an error."""
 
     def __init__(self, source: Readable) -> None:
@@ -137,12 +130,6 @@ class _ZlibReader(io.RawIOBase):
         self._source = source
         self._inflate = zlib.decompressobj()
         self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        return fill(buffer, self)
 
     def read(self, size: int = -1, /) -> bytes:
         if size <= 0:  # zlib takes a max_length of 0 to mean "no limit"
@@ -197,7 +184,7 @@ def _corruption_errors(compression: Compression) -> tuple[type[Exception], ...]:
     return (zlib.error,)
 
 
-class DecodedStream(io.RawIOBase):
+class DecodedStream(ReadStream):
     """The plain tar stream of a bundle, with its encoding; corrupt or oversized input raises
     BadInput naming the cause."""
 
@@ -219,12 +206,6 @@ class DecodedStream(io.RawIOBase):
         self._corruption = _corruption_errors(compression)
         self._max_bytes = max_bytes
         self.decoded_bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        return fill(buffer, self)
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to `size` decoded bytes (all that is left when negative); b"" at the end."""
