@@ -71,28 +71,23 @@ def parse_fleet(data: Any, where: str = "fleet") -> Fleet:
     return Fleet(machines=machines)
 
 
-def load_fleet(path: Path) -> Fleet:
-    """Read and check a fleet file."""
+def _read_json(path: Path, what: str) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read fleet file ({exc.strerror})") from exc
+        raise BadInput(f"{path}: cannot read {what} ({exc.strerror})") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
-    return parse_fleet(data, str(path))
+
+
+def load_fleet(path: Path) -> Fleet:
+    """Read and check a fleet file."""
+    return parse_fleet(_read_json(path, "fleet file"), str(path))
 
 
 def read_facts_file(path: Path) -> Facts:
     """Read one machine's facts (the shape `ovl facts --json` prints; agent/facts.schema.json)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read facts file ({exc.strerror})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
     where = f"{path}: $"
-    return Facts.from_json(_facts_object(data, where), where)
+    return Facts.from_json(_facts_object(_read_json(path, "facts file"), where), where)

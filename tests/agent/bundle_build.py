@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from hypothesis import strategies as st
 
 MTIME = 1_700_000_000
 
@@ -140,3 +141,18 @@ def snapshot(root: Path, *, root_mtime: bool = True) -> dict[str, tuple[Any, ...
         mtime = st.st_mtime_ns if rel != "." or root_mtime else None
         result[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime, content, xattrs)
     return result
+
+
+def damage(draw: st.DrawFn, data: bytes, edits: int) -> bytes:
+    """`data` with `edits` random flips, cuts or splices (a hypothesis draw)."""
+    out = bytearray(data)
+    for _ in range(edits):
+        action = draw(st.sampled_from(["flip", "cut", "splice"]))
+        at = draw(st.integers(0, max(len(out) - 1, 0)))
+        if action == "flip" and out:
+            out[at] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del out[at:]
+        else:
+            out[at:at] = draw(st.binary(min_size=1, max_size=600))
+    return bytes(out)

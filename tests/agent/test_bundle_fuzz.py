@@ -15,7 +15,15 @@ from agent.bundle.apply import apply_bundle
 from agent.bundle.reader import Limits
 from agent.errors import OvlError
 from agent.facts import Facts
-from tests.agent.bundle_build import Item, armour, compress, snapshot, tar_bytes, tree
+from tests.agent.bundle_build import (
+    Item,
+    armour,
+    compress,
+    damage,
+    snapshot,
+    tar_bytes,
+    tree,
+)
 
 FACTS = Facts(arch="x86_64")
 TAR = tar_bytes(
@@ -38,17 +46,8 @@ ENCODED = {
 
 @st.composite
 def damaged(draw: st.DrawFn) -> bytes:
-    data = bytearray(ENCODED[draw(st.sampled_from(sorted(ENCODED)))])
-    for _ in range(draw(st.integers(1, 4))):
-        action = draw(st.sampled_from(["flip", "cut", "splice"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if action == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif action == "cut":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.binary(min_size=1, max_size=600))
-    return bytes(data)
+    encoded = ENCODED[draw(st.sampled_from(sorted(ENCODED)))]
+    return damage(draw, encoded, draw(st.integers(1, 4)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

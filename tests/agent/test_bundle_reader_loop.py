@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.bundle.reader import _ForwardStream, _StrictTarInfo, tar_members
+from tests.agent.bundle_build import damage
 
 FIELDS = (
     "name",
@@ -109,17 +110,7 @@ def archives(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def damaged(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(archives()))
-    for _ in range(draw(st.integers(0, 3))):
-        action = draw(st.sampled_from(["flip", "cut", "splice"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if action == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif action == "cut":
-            del data[at:]
-        else:
-            data[at:at] = draw(st.binary(min_size=1, max_size=600))
-    return bytes(data)
+    return damage(draw, draw(archives()), draw(st.integers(0, 3)))
 
 
 def fields(info: tarfile.TarInfo) -> tuple[Any, ...]:
