@@ -3,6 +3,7 @@ namespaces: address, default route, resolv.conf and /run/ovl/net come from the l
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 from collections.abc import Iterator
@@ -83,7 +84,11 @@ def test_lease_sets_address_route_resolv_conf_and_run_ovl_net(
     net, addr, route = out.split("---\n")
     fields = dict(line.split("=", 1) for line in net.splitlines())
     assert fields["INTERFACE"] == "eth0"
-    assert fields["IP"].startswith("10.99.0.5") and fields["IP"].endswith("/24")
+    # udhcpd hands out any free address of its pool (it hashes the client's MAC), so the
+    # lease is anywhere in 10.99.0.50-60.
+    lease = ipaddress.ip_interface(fields["IP"])
+    assert lease.network == ipaddress.ip_network("10.99.0.0/24")
+    assert ipaddress.ip_address("10.99.0.50") <= lease.ip <= ipaddress.ip_address("10.99.0.60")
     assert fields["ROUTER"] == "10.99.0.1"
     assert fields["DNS"] == "10.99.0.53 10.99.0.54"
     assert f"inet {fields['IP']}" in addr
