@@ -5,13 +5,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from agent.bundle.armour import Base64Reader, Readable, ReadStream, looks_armoured
 from agent.errors import BadInput
-
-if TYPE_CHECKING:
-    pass
 
 _HEAD = 512
 _CHUNK = 1 << 16
@@ -150,8 +147,10 @@ def _decompressor(compression: Compression, source: Readable) -> Readable:
     if compression is Compression.ZSTD:
         import zstandard
 
+        from agent.bundle.zstdframes import ZstdFrameCheck
+
         reader: Readable = zstandard.ZstdDecompressor().stream_reader(
-            cast(BinaryIO, source), read_across_frames=True
+            cast(BinaryIO, ZstdFrameCheck(source)), read_across_frames=True
         )
         return reader
     if compression is Compression.GZIP:

@@ -14,9 +14,10 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from agent.bundle.codec import DecodedStream, Encoding, open_decoded
+from agent.bundle.frameindex import FrameRanges, frames_to_read, read_index
 from agent.bundle.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from agent.bundle.paths import Parts, member_parts, show, symlink_climbs_out
 from agent.errors import BadInput
@@ -425,6 +426,28 @@ class _LayerPaths:
             parent = parent[:-1]
 
 
+def _only_wanted_frames(source: BinaryIO, wanted: Callable[[LayerName], bool]) -> BinaryIO:
+    """`source` cut down to its base frames and `wanted` layers' frames when it is a seekable
+    bundle with a frame index; `source` itself otherwise. Layers not read this way get none of
+    the per-entry checks: `ovl lint` and `ovl inspect` read every frame."""
+    if not source.seekable() or source.tell() != 0:
+        return source
+    frames = read_index(source)
+    source.seek(0)
+    if frames is None:
+        return source
+
+    def wanted_name(dirname: str) -> bool:
+        try:
+            layer = parse_layer_name(dirname)
+        except BadInput as exc:
+            raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
+        return wanted(layer)
+
+    ranges = frames_to_read(frames, wanted_name)
+    return cast(BinaryIO, FrameRanges(source, ranges))
+
+
 def _plain(exc: Exception) -> str:
     """tarfile's words for a stream that stops early, said plainly."""
     text = str(exc)
@@ -445,6 +468,8 @@ class BundleReader:
         limits: Limits,
         wanted: Callable[[LayerName], bool] | None = None,
     ) -> None:
+        if wanted is not None:
+            source = _only_wanted_frames(source, wanted)
         self._decoded: DecodedStream = open_decoded(source, max_bytes=limits.max_total_bytes)
         self.encoding: Encoding = self._decoded.encoding
         self.manifest: Manifest | None = None
@@ -473,6 +498,10 @@ class BundleReader:
                     entry = self._classify(info)
                     if entry is not None:
                         yield entry
+            # To the end of the stream, past the end-of-archive blocks: decoders notice a
+            # stream cut short only there.
+            while self._decoded.read(_COPY_CHUNK):
+                pass
         except (_HeaderProblem, tarfile.TarError) as exc:
             raise BadInput(f"bundle: {_plain(exc)} after entry {self._last!r}") from None
         finally:

@@ -12,6 +12,7 @@ import zstandard
 
 from agent.bundle.armour import BEGIN_LINE, END_LINE
 from agent.bundle.codec import Compression
+from agent.bundle.frameindex import Frame, encode_index
 from agent.errors import BadInput
 
 ARMOR_BEGIN = BEGIN_LINE + b"\n"
@@ -86,6 +87,61 @@ class _ZstdWriter:
         self._stream.flush(zstandard.FLUSH_FRAME)
 
 
+class _Counted:
+    """Counts the bytes written through it to `out`."""
+
+    def __init__(self, out: Sink | BinaryIO) -> None:
+        self._out = out
+        self.count = 0
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        self._out.write(data)
+        self.count += len(data)
+        return len(data)
+
+
+class FramedZstdWriter:
+    """zstd cut into independent frames where the writer says (`cut`), each labelled with what
+    its entries belong to (`label`), and the frame index after the last frame."""
+
+    def __init__(self, out: Sink | BinaryIO, level: int) -> None:
+        self._out = _Counted(out)
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1)
+        self._stream = compressor.stream_writer(cast(BinaryIO, self._out), closefd=False)
+        self._frames: list[Frame] = []
+        self._frame_start = 0
+        self.frame_bytes = 0  # decoded bytes written into the current frame
+        self._base = False
+        self._layers: list[str] = []
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        self._stream.write(data)
+        self.frame_bytes += len(data)
+        return len(data)
+
+    def label(self, layer: str | None) -> None:
+        """What is written next belongs to `layer` (a folder name), or to the base (None)."""
+        if layer is None:
+            self._base = True
+        elif not self._layers or self._layers[-1] != layer:
+            self._layers.append(layer)
+
+    def cut(self) -> None:
+        """End the current frame here (a no-op when it is empty)."""
+        if not self.frame_bytes:
+            return
+        self._stream.flush(zstandard.FLUSH_FRAME)
+        size = self._out.count - self._frame_start
+        base = self._base or not self._layers  # what nobody labelled, every machine reads
+        self._frames.append(Frame(size, self.frame_bytes, base, tuple(self._layers)))
+        self._frame_start, self.frame_bytes = self._out.count, 0
+        self._base, self._layers = False, []
+
+    def finish(self) -> None:
+        self.cut()
+        self._out.write(encode_index(self._frames))
+
+
 class _GzipWriter:
     def __init__(self, out: Sink | BinaryIO, level: int) -> None:
         # mtime=0 keeps the output reproducible.
@@ -124,10 +180,19 @@ class _XzWriter:
         self._out.write(self._compressor.flush())
 
 
-def open_encoder(out: BinaryIO, compression: Compression, level: int | None, armor: bool) -> Sink:
+def open_encoder(
+    out: BinaryIO,
+    compression: Compression,
+    level: int | None,
+    armor: bool,
+    *,
+    framed: bool = False,
+) -> Encoder:
     """A writer that compresses (then optionally armours) everything written into `out`.
 
-    Call `finish()` on the returned writer to flush all trailers; `out` stays open.
+    `framed`: unarmoured zstd is written in frames the caller cuts and labels through
+    `Encoder.framed`, with a frame index at the end. Call `finish()` on the returned writer to
+    flush all trailers; `out` stays open.
     """
     low, high, default = LEVELS[compression]
     chosen = default if level is None else level
@@ -137,6 +202,8 @@ def open_encoder(out: BinaryIO, compression: Compression, level: int | None, arm
     below: Sink | BinaryIO = out if armour is None else armour
     compressor: Sink
     match compression:
+        case Compression.ZSTD if framed and armour is None:
+            compressor = FramedZstdWriter(below, chosen)
         case Compression.ZSTD:
             compressor = _ZstdWriter(below, chosen)
         case Compression.GZIP:
@@ -147,15 +214,16 @@ def open_encoder(out: BinaryIO, compression: Compression, level: int | None, arm
             compressor = _XzWriter(below, chosen)
         case Compression.NONE:
             compressor = _Passthrough(below)
-    return _Encoder(compressor, armour)
+    return Encoder(compressor, armour)
 
 
-class _Encoder:
+class Encoder:
     """The compressor, and the armour below it; finishing flushes them in that order."""
 
     def __init__(self, compressor: Sink, armour: ArmorWriter | None) -> None:
         self._compressor = compressor
         self._armour = armour
+        self.framed = compressor if isinstance(compressor, FramedZstdWriter) else None
 
     def write(self, data: bytes | memoryview, /) -> int:
         return self._compressor.write(data)

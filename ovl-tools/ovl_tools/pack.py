@@ -31,7 +31,7 @@ from agent.tarwrite import (
     pax_record,
     ustar_block,
 )
-from ovl_tools.encode import Sink, open_encoder
+from ovl_tools.encode import Encoder, open_encoder
 from ovl_tools.progress import Progress
 
 # Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
@@ -39,6 +39,9 @@ _XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 # overlayfs keeps its own bookkeeping there; the agent refuses bundles that carry it.
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 _COPY_BUFFER = 4 << 20
+# The decoded size before a frame may be cut: small enough that a machine decodes little
+# besides its own layers, big enough that compression loses little at each cut.
+MIN_FRAME = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -104,17 +107,17 @@ def _xattrs(path: str) -> dict[str, str]:
     return headers
 
 
-def _layer_of(name: str) -> str:
-    """The layer an entry belongs to ('' for the base): hardlinks may not cross layers."""
+def _folder_of(name: str) -> str | None:
+    """The layer folder an entry belongs to, its own folder entry included; None for the base."""
     parts = name.split("/", 2)
-    return parts[1] if parts[0] == "layers" and len(parts) == 3 else ""
+    return parts[1] if parts[0] == "layers" and len(parts) > 1 else None
 
 
 def _tarinfo(
     name: str,
     st: os.stat_result,
     path: str,
-    first_links: dict[tuple[str, int, int], str],
+    first_links: dict[tuple[str | None, int, int], str],
     clamp_mtime: int | None,
 ) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -126,7 +129,7 @@ def _tarinfo(
     info.pax_headers = _xattrs(path)
     mode = st.st_mode
     if stat.S_ISREG(mode):
-        key = (_layer_of(name), st.st_dev, st.st_ino)
+        key = (_folder_of(name), st.st_dev, st.st_ino)  # hardlinks may not cross layers
         if st.st_nlink > 1 and key in first_links:
             info.type = tarfile.LNKTYPE
             info.linkname = first_links[key]
@@ -248,14 +251,39 @@ def _has_surrogates(text: str) -> bool:
 
 class _TarWriter:
     """Tar blocks gathered in one reused buffer and handed to the encoder 4 MiB at a time;
-    file data is read straight into that buffer."""
+    file data is read straight into that buffer. With a framed encoder, zstd frames are cut at
+    entry boundaries: where the layer changes once a frame holds MIN_FRAME bytes, and before
+    the entry that takes a layer's run to MIN_FRAME bytes in a frame others began, so small
+    layers never share a frame with a big one (docs/FORMAT.md, section 2.1). Each cut waits
+    for zstd's workers, so there are no other cuts."""
 
-    def __init__(self, encoder: Sink) -> None:
+    def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
+        self._framed = encoder.framed
+        self._layer: str | None = None
+        self._run_start = 0  # where the current layer's run began in the current frame
         self._buffer = bytearray(_COPY_BUFFER)
         self._view = memoryview(self._buffer)
         self._used = 0
         self._offset = 0  # bytes of tar written so far
+
+    def begin_entry(self, layer: str | None, size: int) -> None:
+        """The next entry, of `size` data bytes, belongs to `layer` (its folder name), or to
+        the base (None)."""
+        framed = self._framed
+        if framed is None:
+            return
+        held = framed.frame_bytes + self._used
+        changed = layer != self._layer
+        if changed:
+            self._run_start = held
+        run = held - self._run_start
+        if (changed and held >= MIN_FRAME) or (self._run_start and run + size >= MIN_FRAME):
+            self._flush()
+            framed.cut()
+            self._run_start = 0
+        framed.label(layer)
+        self._layer = layer
 
     def write(self, data: bytes) -> None:
         if self._used + len(data) > _COPY_BUFFER:
@@ -292,6 +320,7 @@ class _TarWriter:
 
     def finish(self) -> None:
         """End-of-archive blocks, padding to a whole 10 kB record as tarfile does."""
+        self.begin_entry(None, 0)
         self.write(bytes(2 * tarfile.BLOCKSIZE))
         if self._offset % tarfile.RECORDSIZE:
             self.write(bytes(tarfile.RECORDSIZE - self._offset % tarfile.RECORDSIZE))
@@ -308,13 +337,15 @@ def write_bundle(
     src: Path, out: BinaryIO, options: PackOptions, progress: Progress | None = None
 ) -> tuple[int, int]:
     """Stream the tree at `src` into `out` as a bundle; returns (entries, content bytes)."""
-    tar = _TarWriter(open_encoder(out, options.compression, options.level, options.armor))
+    encoder = open_encoder(out, options.compression, options.level, options.armor, framed=True)
+    tar = _TarWriter(encoder)
     entries = content = 0
-    first_links: dict[tuple[str, int, int], str] = {}
+    first_links: dict[tuple[str | None, int, int], str] = {}
     top = os.fspath(src)
     for name, st in _walk(src):
         path = os.path.join(top, name)
         info = _tarinfo(name, st, path, first_links, options.clamp_mtime)
+        tar.begin_entry(_folder_of(name), info.size)
         tar.write(header_block(info))
         if info.type == tarfile.REGTYPE:
             tar.copy_file(path, info.size)

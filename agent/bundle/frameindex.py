@@ -1,0 +1,159 @@
+"""The frame index of a zstd bundle: which layers each zstd frame holds, so a machine decodes
+only the frames of its own layers (docs/FORMAT.md, section 2.1).
+
+`ovl pack` cuts its zstd stream into independent frames at entry boundaries and appends this
+index as a zstd skippable frame, which every zstd decoder passes over (RFC 8878, 3.1.2): GNU
+tar and `zstd -d` read the bundle as before. The compressed bytes of any subset of the frames,
+concatenated in order, are again a valid zstd stream of whole tar entries."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from agent.bundle.armour import ReadStream
+from agent.errors import BadInput
+
+SKIPPABLE_MAGIC = 0x184D2A5B
+TRAILER_MAGIC = b"ovlindex"
+FORMAT = "ovl-frame-index/1"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_HEAD = struct.Struct("<II")  # skippable magic, payload size
+_TAIL = struct.Struct("<I8s")  # payload size again, TRAILER_MAGIC: found from the file's end
+_MAX_INDEX_BYTES = 64 << 20  # the decompressed JSON; a 150,000-layer index is ~6 MiB
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One zstd frame: its compressed and decoded sizes, and what its tar entries belong to."""
+
+    compressed: int
+    decoded: int
+    base: bool  # holds base entries or the end of the archive: every machine reads it
+    layers: tuple[str, ...]  # layer folder names with entries in it, in stream order
+
+
+def encode_index(frames: Iterable[Frame]) -> bytes:
+    """The skippable frame that ends an indexed bundle."""
+    import zstandard
+
+    document = {
+        "format": FORMAT,
+        "frames": [[f.compressed, f.decoded, f.base, list(f.layers)] for f in frames],
+    }
+    text = json.dumps(document, separators=(",", ":")).encode()
+    body = zstandard.ZstdCompressor(level=9).compress(text)
+    tail = _TAIL.pack(len(body) + _TAIL.size, TRAILER_MAGIC)
+    return _HEAD.pack(SKIPPABLE_MAGIC, len(body) + len(tail)) + body + tail
+
+
+def read_index(raw: BinaryIO) -> list[Frame] | None:
+    """The frame index at the end of the seekable zstd bundle `raw`; None when it has none.
+
+    The read position is left anywhere. BadInput when an index is there but damaged or does
+    not describe this file."""
+    raw.seek(0)
+    if raw.read(len(_ZSTD_MAGIC)) != _ZSTD_MAGIC:
+        return None
+    end = raw.seek(0, 2)
+    if end < _HEAD.size + _TAIL.size:
+        return None
+    raw.seek(end - _TAIL.size)
+    payload_size, magic = _TAIL.unpack(raw.read(_TAIL.size))
+    if magic != TRAILER_MAGIC:
+        return None
+    start = end - _HEAD.size - payload_size
+    if start < 0 or payload_size < _TAIL.size:
+        raise BadInput("bundle: damaged frame index (its size points outside the file)")
+    raw.seek(start)
+    if _HEAD.unpack(raw.read(_HEAD.size)) != (SKIPPABLE_MAGIC, payload_size):
+        raise BadInput("bundle: damaged frame index (no skippable frame where it should start)")
+    frames = _parse(raw.read(payload_size - _TAIL.size))
+    if sum(frame.compressed for frame in frames) != start:
+        raise BadInput("bundle: frame index does not describe this file (sizes do not add up)")
+    return frames
+
+
+def _parse(body: bytes) -> list[Frame]:
+    import zstandard
+
+    try:
+        text = zstandard.ZstdDecompressor().decompress(body, max_output_size=_MAX_INDEX_BYTES)
+        document = json.loads(text)
+    except (zstandard.ZstdError, ValueError) as exc:
+        raise BadInput(f"bundle: damaged frame index ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise BadInput(f"bundle: frame index is not {FORMAT}")
+    frames = document.get("frames")
+    if not isinstance(frames, list) or not all(map(_frame_shaped, frames)):
+        raise BadInput("bundle: damaged frame index (a frame is not [size, size, base, layers])")
+    return [Frame(c, d, b, tuple(layers)) for c, d, b, layers in frames]
+
+
+def _frame_shaped(item: object) -> bool:
+    if not isinstance(item, list) or len(item) != 4:
+        return False
+    compressed, decoded, base, layers = item
+    return (
+        type(compressed) is int
+        and compressed > 0
+        and type(decoded) is int
+        and decoded >= 0
+        and type(base) is bool
+        and isinstance(layers, list)
+        and all(type(name) is str for name in layers)
+    )
+
+
+def frames_to_read(frames: list[Frame], wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
+    """(offset, length) of the frames a machine reads, neighbours merged: base frames, and
+    frames holding a layer `wanted` says yes to (it sees each folder name once)."""
+    answers: dict[str, bool] = {}
+    ranges: list[tuple[int, int]] = []
+    offset = 0
+    for frame in frames:
+        read = frame.base
+        for name in frame.layers:
+            answer = answers.get(name)
+            if answer is None:
+                answer = answers[name] = wanted(name)
+            read = read or answer
+        if read:
+            if ranges and sum(ranges[-1]) == offset:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + frame.compressed)
+            else:
+                ranges.append((offset, frame.compressed))
+        offset += frame.compressed
+    return ranges
+
+
+class FrameRanges(ReadStream):
+    """The bytes of `ranges` of `raw`, one after the other, as one stream."""
+
+    def __init__(self, raw: BinaryIO, ranges: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._ranges = ranges[::-1]  # popped from the end
+        self._left = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size < 0:
+            return self.readall()
+        while not self._left:
+            if not self._ranges or not size:
+                return b""
+            offset, self._left = self._ranges.pop()
+            self._raw.seek(offset)
+            if self._raw.read(len(_ZSTD_MAGIC)) != _ZSTD_MAGIC:
+                raise BadInput(
+                    f"bundle: frame index does not describe this file (no frame at byte {offset})"
+                )
+            self._raw.seek(offset)
+        data = self._raw.read(min(size, self._left))
+        if not data:
+            raise EOFError("the bundle file ends inside a frame its index lists")
+        self._left -= len(data)
+        return data
