@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.devices import probe_block_devices
 from agent.errors import BadInput
 
 
@@ -117,6 +116,8 @@ def read_product_uuid(sysfs_root: Path) -> str | None:
 
 def probe_volume_uuids() -> tuple[str, ...]:
     """Filesystem UUIDs of every block device, as blkid sees them."""
+    from agent.devices import probe_block_devices  # udev and blkid: only when probing
+
     return tuple(sorted({d.uuid for d in probe_block_devices() if d.uuid}))
 
 

@@ -117,6 +117,8 @@ class _FactValues:
     exact: frozenset[str]
     folded: frozenset[str]
     by_key: dict[FavorKey, frozenset[str]]
+    lowered: tuple[str, ...]  # every value, lower-cased: what may_match looks for
+    mac_digits: tuple[str, ...]  # each MAC's 12 hex digits
 
     def has(self, value: str) -> bool:
         return value in self.exact or value.lower() in self.folded
@@ -157,7 +159,10 @@ def _values_of(
         FavorKey.ARCH: frozenset({arch} - {""}),
     }
     exact = by_key[FavorKey.KERNEL] | by_key[FavorKey.RELEASE] | by_key[FavorKey.ARCH]
-    return _FactValues(exact, frozenset(mac_spellings | machine | volumes), by_key)
+    folded = frozenset(mac_spellings | machine | volumes)
+    lowered = tuple(sorted({value.lower() for value in exact | folded}))
+    digits = tuple(sorted(m.replace(":", "") for m in macs))
+    return _FactValues(exact, folded, by_key, lowered, digits)
 
 
 def _favor_holds(favor: Favor, values: _FactValues) -> bool:
@@ -170,6 +175,21 @@ def layer_matches(layer: LayerName, facts: Facts) -> bool:
     """True when every favor of `layer` holds for this machine (always, without favors)."""
     values = _fact_values(facts)
     return all(_favor_holds(favor, values) for favor in layer.favors)
+
+
+def may_match(dirname: str, facts: Facts) -> bool:
+    """False only when the layer folder `dirname` cannot match this machine, decided without
+    parsing it: a folder with favors matches only if some fact value, in one of the spellings
+    favors accept, is written in it. Fleet bundles name thousands of folders a machine skips."""
+    _, dash, favors = dirname.partition("-")
+    if not dash:
+        return True
+    text = favors.lower()
+    values = _fact_values(facts)
+    if any(value in text for value in values.lowered):
+        return True
+    digits = text.replace(":", "").replace("-", "")  # a MAC in any spelling normalize_mac takes
+    return any(mac in digits for mac in values.mac_digits)
 
 
 def apply_order(layer: LayerName) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from agent.bundle.reader import DEFAULT_LIMITS, BundleReader, Limits
 from agent.bundle.stage import LayerDir
 from agent.errors import BadInput, OvlError
 from agent.facts import Facts
-from agent.favors import LayerName, apply_order, layer_matches
+from agent.favors import LayerName, apply_order, layer_matches, may_match
 
 BASE = "base"
 
@@ -90,7 +90,12 @@ def apply_bundle(
         raise OvlError(f"cannot stage a bundle beside {target}: {exc.strerror or exc}") from None
     try:
         # Only the layers written are checked across entries; the rest cost no memory.
-        reader = BundleReader(source, limits, wanted=lambda layer: layer_matches(layer, facts))
+        reader = BundleReader(
+            source,
+            limits,
+            wanted=lambda layer: layer_matches(layer, facts),
+            may_want=lambda dirname: may_match(dirname, facts),
+        )
         staged = _stage(reader, staging.layers_dir, split)
         dest = staging.destination()
         if split:

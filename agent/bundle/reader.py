@@ -426,7 +426,9 @@ class _LayerPaths:
             parent = parent[:-1]
 
 
-def _only_wanted_frames(source: BinaryIO, wanted: Callable[[LayerName], bool]) -> BinaryIO:
+def _only_wanted_frames(
+    source: BinaryIO, wanted: Callable[[LayerName], bool], may_want: Callable[[str], bool]
+) -> BinaryIO:
     """`source` cut down to its base frames and `wanted` layers' frames when it is a seekable
     bundle with a frame index; `source` itself otherwise. Layers not read this way get none of
     the per-entry checks: `ovl lint` and `ovl inspect` read every frame."""
@@ -438,6 +440,8 @@ def _only_wanted_frames(source: BinaryIO, wanted: Callable[[LayerName], bool]) -
         return source
 
     def wanted_name(dirname: str) -> bool:
+        if not may_want(dirname):
+            return False
         try:
             layer = parse_layer_name(dirname)
         except BadInput as exc:
@@ -460,6 +464,8 @@ class BundleReader:
 
     `wanted`: the layers whose entries are yielded and fully checked (the base always is);
     other layers' entries get only the per-entry checks and nothing of them is kept.
+    `may_want`: False for a folder name `wanted` is sure to refuse, so that a frame index's
+    thousands of names need not all be parsed.
     """
 
     def __init__(
@@ -467,9 +473,10 @@ class BundleReader:
         source: BinaryIO,
         limits: Limits,
         wanted: Callable[[LayerName], bool] | None = None,
+        may_want: Callable[[str], bool] = lambda dirname: True,
     ) -> None:
         if wanted is not None:
-            source = _only_wanted_frames(source, wanted)
+            source = _only_wanted_frames(source, wanted, may_want)
         self._decoded: DecodedStream = open_decoded(source, max_bytes=limits.max_total_bytes)
         self.encoding: Encoding = self._decoded.encoding
         self.manifest: Manifest | None = None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gzip
-import lzma
 import zlib
 from typing import BinaryIO, Protocol, cast
 
@@ -145,6 +143,8 @@ class FramedZstdWriter:
 class _GzipWriter:
     def __init__(self, out: Sink | BinaryIO, level: int) -> None:
         # mtime=0 keeps the output reproducible.
+        import gzip
+
         self._stream = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level, mtime=0)  # type: ignore[arg-type]
 
     def write(self, data: bytes | memoryview, /) -> int:
@@ -170,6 +170,8 @@ class _ZlibWriter:
 class _XzWriter:
     def __init__(self, out: Sink | BinaryIO, level: int) -> None:
         self._out = out
+        import lzma
+
         self._compressor = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=level)
 
     def write(self, data: bytes | memoryview, /) -> int:

@@ -17,6 +17,7 @@ from agent.favors import (
     LayerName,
     layer_matches,
     match_layers,
+    may_match,
     parse_layer_name,
     splits_into_values,
 )
@@ -198,3 +199,45 @@ def test_a_typed_value_keeps_its_dashes(value: str, key: str) -> None:
     fact = {"release": "kernel_release", "kernel": "kernel", "arch": "arch"}[key]
     assert layer_matches(layer, Facts(**{fact: value}))  # type: ignore[arg-type]
     assert not layer_matches(layer, Facts(**{fact: value + "-x"}))  # type: ignore[arg-type]
+
+
+def _spellings(facts: Facts) -> list[str]:
+    """Favor texts this machine's facts may be written as, typed or not, in any case."""
+    macs = [m.upper() for m in facts.macs] + [m.replace(":", "") for m in facts.macs]
+    macs += [m.replace(":", "-") for m in facts.macs] + [f"mac={m[:8]}-{m[9:]}" for m in macs]
+    uuids = [*facts.volume_uuids, facts.product_uuid or ""]
+    return [
+        *facts.macs,
+        *macs,
+        *uuids,
+        *(u.upper() for u in uuids),
+        f"machine={(facts.product_uuid or '').upper()}",
+        facts.kernel,
+        f"kernel={facts.kernel}",
+        facts.kernel_release,
+        f"release={facts.kernel_release}",
+        facts.arch,
+        f"arch={facts.arch}",
+        "aarch64",
+        "mac=52:54:00:00:00:01",
+        "~foreign~",
+    ]
+
+
+@given(data=st.data())
+def test_may_match_is_never_false_for_a_layer_that_matches(data: st.DataObject) -> None:
+    """may_match lets a machine skip parsing folder names: a false "no" would drop a layer."""
+    favors = data.draw(st.lists(st.sampled_from(_spellings(MACHINE)), max_size=4))
+    dirname = "-".join([data.draw(st.sampled_from(["10", "0042"])), *favors])
+    try:
+        layer = parse_layer_name(dirname)
+    except BadInput:
+        return
+    if layer_matches(layer, MACHINE):
+        assert may_match(dirname, MACHINE), dirname
+
+
+def test_may_match_says_no_to_other_machines_layers() -> None:
+    assert not may_match("10-mac=52:54:00:00:00:01", MACHINE)
+    assert not may_match("10-aarch64-525400000001", MACHINE)
+    assert may_match("10-mac=52-54-00-AA-BB-CC", MACHINE) and may_match("20", MACHINE)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from agent.bundle.apply import apply_bundle
-from ovl_tools.commands.match import add_facts_source, facts_from_args
+from ovl_tools.factsource import add_facts_source, facts_from_args
 from ovl_tools.progress import open_with_progress
 
 

@@ -7,22 +7,10 @@ import json
 from pathlib import Path
 
 from agent.bundle.scan import scan_bundle
-from agent.facts import Facts, collect_facts
 from agent.favors import FavorKey, LayerName
-from ovl_tools.fleet import read_facts_file
+from ovl_tools.factsource import add_facts_source, facts_from_args
 from ovl_tools.plan import layers_for
 from ovl_tools.progress import open_with_progress
-
-
-def add_facts_source(parser: argparse.ArgumentParser) -> None:
-    """--facts FILE | --here: whose facts the layers are matched against."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--facts", type=Path, metavar="FACTS.json", help="a facts file (FACTS.md)")
-    source.add_argument("--here", action="store_true", help="this machine's facts")
-
-
-def facts_from_args(args: argparse.Namespace) -> Facts:
-    return collect_facts() if args.here else read_facts_file(args.facts)
 
 
 def describe_favors(layer: LayerName) -> list[str]:
