@@ -157,3 +157,36 @@ class FrameRanges(ReadStream):
             raise EOFError("the bundle file ends inside a frame its index lists")
         self._left -= len(data)
         return data
+
+
+class IndexCheck:
+    """Whether the index tells the truth about the entries a full read finds: each entry lies
+    only in frames that list its layer (or are base, for base entries). Entries come in
+    stream order, with their byte span in the decoded tar stream."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self._frames = frames
+        self._ends: list[int] = []
+        end = 0
+        for frame in frames:
+            end += frame.decoded
+            self._ends.append(end)
+        self._at = 0  # the first frame that may hold the next entry
+
+    def entry(self, name: str, start: int, end: int, folder: str | None) -> None:
+        """BadInput when a frame holding bytes [start, end) of entry `name` does not list
+        `folder` (None: the base)."""
+        while self._at < len(self._ends) and self._ends[self._at] <= start:
+            self._at += 1
+        index = self._at
+        while index < len(self._frames):
+            frame = self._frames[index]
+            if not (frame.base if folder is None else folder in frame.layers):
+                owner = "the base" if folder is None else f"layer {folder!r}"
+                raise BadInput(
+                    f"bundle entry {name!r}: frame index lies (frame {index} holds this entry "
+                    f"of {owner} but does not list it)"
+                )
+            if self._ends[index] >= end:
+                return
+            index += 1

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from agent.bundle.codec import Encoding
+from agent.bundle.frameindex import IndexCheck, read_index
 from agent.bundle.manifest import Manifest
 from agent.bundle.paths import show
 from agent.bundle.reader import DEFAULT_LIMITS, BundleReader, Kind, Limits
@@ -37,6 +38,7 @@ class BundleInfo:
     manifest: Manifest | None
     layers: list[LayerInfo]  # base first, then every layer in apply order
     decoded_bytes: int  # size of the tar stream once decompressed
+    frames: int | None  # zstd frames listed by its frame index; None without one
 
     @property
     def armoured(self) -> bool:
@@ -44,13 +46,23 @@ class BundleInfo:
 
 
 def scan_bundle(source: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> BundleInfo:
-    """Read the whole bundle once, with the same checks as apply_bundle; BadInput on the first
-    problem."""
+    """Read the whole bundle once, with the same checks as apply_bundle, and check its frame
+    index (if any) against what it holds; BadInput on the first problem."""
+    frames = None
+    if source.seekable() and source.tell() == 0:
+        frames = read_index(source)  # checked against every entry: lint vouches for it
+        source.seek(0)
+    check = None if frames is None else IndexCheck(frames)
     reader = BundleReader(source, limits)
     base = LayerInfo("base", None)
     layers: dict[str, LayerInfo] = {"base": base}
     for entry in reader.entries():
         name = entry.layer_dirname
+        if check is not None:
+            member = entry.info
+            span = member.size if member.isreg() else 0
+            folder = None if entry.layer is None else entry.layer.dirname
+            check.entry(member.name, member.offset, member.offset_data + span, folder)
         info = layers.get(name)
         if info is None:
             info = layers[name] = LayerInfo(name, entry.layer)
@@ -64,5 +76,9 @@ def scan_bundle(source: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> BundleInfo
         key=lambda item: apply_order(item[0]),
     )
     return BundleInfo(
-        reader.encoding, reader.manifest, [base, *(info for _, info in named)], reader.decoded_bytes
+        reader.encoding,
+        reader.manifest,
+        [base, *(info for _, info in named)],
+        reader.decoded_bytes,
+        None if frames is None else len(frames),
     )

@@ -20,6 +20,7 @@ from ovl_tools.pack import MIN_FRAME, PackOptions, pack_directory
 from agent.bundle.apply import apply_bundle
 from agent.bundle.frameindex import SKIPPABLE_MAGIC, Frame, encode_index, read_index
 from agent.bundle.reader import Limits
+from agent.bundle.scan import scan_bundle
 from agent.errors import BadInput, OvlError
 from agent.facts import Facts
 from tests.agent.bundle_build import damage, snapshot
@@ -262,3 +263,24 @@ def test_damaged_indexed_bundles_apply_as_a_full_read_does_or_fail_cleanly(
     # Either may fail where the other does not (damage in a frame the machine skips, or in
     # the index, which a full read passes over); when both apply, they agree.
     assert None in results or results[0] == results[1]
+
+
+def test_scan_refuses_an_index_that_would_hide_a_layer(packed: Path, tmp_path: Path) -> None:
+    """A frame index whose labels lie (a layer's frame listed under another layer) is what
+    inspect and lint catch: a machine trusting it would skip its own layer."""
+
+    def relabel(frames: list[Frame]) -> list[Frame]:
+        second = frames[1]
+        return [
+            frames[0],
+            Frame(second.compressed, second.decoded, second.base, ("99",)),
+            *frames[2:],
+        ]
+
+    liar = _rewrite_index(packed, tmp_path / "liar.ovl", relabel)
+    lies = r"frame index lies \(frame 1 holds"
+    with pytest.raises(BadInput, match=lies) as caught, liar.open("rb") as raw:
+        scan_bundle(raw)
+    assert "\n" not in str(caught.value)
+    with packed.open("rb") as raw:
+        assert scan_bundle(raw).frames == len(read_index(packed.open("rb")) or [])

@@ -32,6 +32,7 @@ def summary(info: BundleInfo, size: int) -> dict[str, Any]:
         "armoured": info.armoured,
         "size": size,
         "tar_bytes": info.decoded_bytes,
+        "frame_index": info.frames,
         "manifest": None if info.manifest is None else asdict(info.manifest),
         "layers": [_layer_summary(layer) for layer in info.layers],
     }
@@ -39,8 +40,11 @@ def summary(info: BundleInfo, size: int) -> dict[str, Any]:
 
 def _print_text(path: Path, data: dict[str, Any]) -> None:
     armour = ", armoured" if data["armoured"] else ""
+    frames = data["frame_index"]
+    indexed = "" if frames is None else f", frame index of {frames} frames"
     print(
-        f"{path}: {data['compression']}{armour}, {data['size']} bytes ({data['tar_bytes']} as tar)"
+        f"{path}: {data['compression']}{armour}, {data['size']} bytes ({data['tar_bytes']} as "
+        f"tar){indexed}"
     )
     manifest = data["manifest"]
     if manifest is not None:
