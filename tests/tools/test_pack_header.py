@@ -7,7 +7,7 @@ import tarfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ovl_tools.pack import header_block
+from ovl_tools.tarstream import header_block
 
 TYPES = (
     tarfile.REGTYPE,

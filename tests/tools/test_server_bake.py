@@ -15,6 +15,7 @@ import pytest
 from ovl_tools.server.layers import Layer, Member, merge_layers
 from ovl_tools.server.store import Store
 
+from agent.bundle.frameindex import read_index
 from agent.delta.pack import write_delta
 from agent.delta.rules import Rules
 from agent.delta.upper import walk_upper
@@ -141,6 +142,17 @@ def test_bake_turns_deltas_into_the_machine_layer_newest_winning(
     assert files["etc/motd"] == b"base\n"  # the base stays; the whiteout hides it on node1 only
     again = ovl("server", "--root", str(root), "bake", "--profile", "lab")
     assert "lab: nothing to bake" in again.stdout
+
+
+@pytest.mark.subprocess
+def test_a_baked_bundle_carries_the_frame_index(tmp_path: Path, root: Path) -> None:
+    accept(Store(root), "node1", delta_file(tmp_path, "a", {"etc/app.conf": b"one\n"}), 1)
+    assert ovl("server", "--root", str(root), "bake").returncode == 0
+    bundle = root / "profiles/lab/current/bundle.ovl"
+    with bundle.open("rb") as raw:
+        frames = read_index(raw)
+    assert frames is not None and frames[0].base
+    assert frames[-1].layers == (LAYER.removeprefix("layers/"),)
 
 
 @pytest.mark.subprocess

@@ -16,14 +16,16 @@ import json
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
+from agent.bundle.codec import Compression
 from agent.delta.upper import OPAQUE_MARKER, WHITEOUT_PREFIX
-from agent.errors import BadInput
+from agent.errors import BadInput, OvlError
+from ovl_tools.encode import open_encoder
+from ovl_tools.tarstream import TarWriter, _folder_of, header_block
 
 MANIFEST = "ovl.json"
 BASE = ""
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -157,51 +159,52 @@ def _renamed(member: Member, name: str) -> tarfile.TarInfo:
 def write_bundle(
     bundle: Bundle, out: BinaryIO, *, level: int = 3, advance: Callable[[int], None] | None = None
 ) -> None:
-    """Write `bundle` as pax tar + zstd: manifest first, then base, then layers by name."""
-    import zstandard
+    """Write `bundle` as pax tar in framed zstd with a frame index (docs/FORMAT.md, section
+    2.1): manifest first, then base, then layers by name."""
+    tar = TarWriter(open_encoder(out, Compression.ZSTD, level, False, framed=True))
+    manifest = json.dumps(bundle.manifest, indent=2, sort_keys=True).encode() + b"\n"
+    info = tarfile.TarInfo(MANIFEST)
+    info.size, info.mode = len(manifest), 0o644
+    _add(tar, info, io.BytesIO(manifest))
+    keys = sorted(bundle.layers, key=lambda k: (k != BASE, k))
+    if any(k != BASE and bundle.layers[k] for k in keys):
+        _add(tar, _layer_dir("layers"))
+    for key in keys:
+        layer = bundle.layers[key]
+        if key != BASE:
+            if not layer:
+                continue
+            _add(tar, _layer_dir(key))
+        _write_layer(tar, key, layer, advance)
+    tar.finish()
 
-    compressor = zstandard.ZstdCompressor(level=level, threads=-1)
-    with (
-        compressor.stream_writer(out, closefd=False) as zstream,
-        tarfile.open(fileobj=zstream, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        manifest = json.dumps(bundle.manifest, indent=2, sort_keys=True).encode() + b"\n"
-        info = tarfile.TarInfo(MANIFEST)
-        info.size, info.mode = len(manifest), 0o644
-        tar.addfile(info, io.BytesIO(manifest))
-        keys = sorted(bundle.layers, key=lambda k: (k != BASE, k))
-        if any(k != BASE and bundle.layers[k] for k in keys):
-            tar.addfile(_layer_dir("layers"))
-        for key in keys:
-            layer = bundle.layers[key]
-            if key != BASE:
-                if not layer:
-                    continue
-                tar.addfile(_layer_dir(key))
-            _write_layer(tar, key, layer, advance)
+
+def _add(tar: TarWriter, info: tarfile.TarInfo, data: IO[bytes] | None = None) -> None:
+    """One entry: its header, then `data` when it is a regular file."""
+    size = info.size if info.isreg() else 0
+    tar.begin_entry(_folder_of(info.name), size)
+    tar.write(header_block(info))
+    if size:
+        if data is None:
+            raise OvlError(f"{info.name}: no data for a regular file in the source tar")
+        tar.copy_stream(data, size, info.name)
 
 
 def _write_layer(
-    tar: tarfile.TarFile, key: str, layer: Layer, advance: Callable[[int], None] | None
+    tar: TarWriter, key: str, layer: Layer, advance: Callable[[int], None] | None
 ) -> None:
     prefix = key + "/" if key else ""
     written: set[str] = set()
     for path, member in layer.items():
         info = _renamed(member, prefix + path)
-        data = None
-        if member.info.islnk():
-            if member.link in written:
-                info.linkname = prefix + member.link
-            else:
-                # Its target was replaced or deleted by a newer delta: carry the data instead.
-                info.type = tarfile.REGTYPE
-                info.linkname = ""
-                data = member.tar.extractfile(member.info)
-                target = member.tar.getmember(member.info.linkname)
-                info.size = target.size
-        elif member.info.isreg():
-            data = member.tar.extractfile(member.info)
-        tar.addfile(info, data)
+        if member.info.islnk() and member.link in written:
+            info.linkname = prefix + member.link
+        elif member.info.islnk():
+            # Its target was replaced or deleted by a newer delta: carry the data instead.
+            info.type = tarfile.REGTYPE
+            info.linkname = ""
+            info.size = member.tar.getmember(member.info.linkname).size
+        _add(tar, info, member.tar.extractfile(member.info) if info.isreg() else None)
         written.add(path)
         if advance is not None:
             advance(info.size)
