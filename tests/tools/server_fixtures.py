@@ -67,7 +67,11 @@ def make_bundle(path: Path, files: dict[str, bytes], serial: int = 1, name: str 
 
 def read_bundle_files(path: Path) -> dict[str, bytes | str]:
     """Member name -> content (regular files) or a type tag, from a published bundle."""
-    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
+    plain = (
+        zstandard.ZstdDecompressor()
+        .stream_reader(io.BytesIO(path.read_bytes()), read_across_frames=True)
+        .read()
+    )
     found: dict[str, bytes | str] = {}
     with tarfile.open(fileobj=io.BytesIO(plain), mode="r:") as tar:
         for member in tar.getmembers():
