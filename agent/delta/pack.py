@@ -52,20 +52,38 @@ class Packed:
 
 
 class _HashingWriter:
-    """File-like sink that hashes and counts what passes through to `out`."""
+    """File-like sink that counts what passes through to `out` and hashes it on a thread of
+    its own: on the compressor's thread the hash would add ~15% to the critical path."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
-        self.digest = hashlib.sha256()
         self.size = 0
+        self._digest = hashlib.sha256()
+        self._pending: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._hash, name="delta-sha256", daemon=True)
+        self._thread.start()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.digest.update(data)
+        self._pending.put(bytes(data))  # the compressor reuses its buffer
         self.size += len(data)
         return self.out.write(data)
 
     def flush(self) -> None:
         self.out.flush()
+
+    def close(self) -> None:
+        """No more writes: let the hashing finish."""
+        if self._thread.is_alive():
+            self._pending.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        """The sha256 of everything written (after close)."""
+        return self._digest.hexdigest()
+
+    def _hash(self) -> None:
+        while (data := self._pending.get()) is not None:
+            self._digest.update(data)
 
 
 _ZERO_DEVICES = device_fields(0, 0)
@@ -245,18 +263,21 @@ def write_delta(entries: Iterable[Entry], out: BinaryIO, *, threads: int = 0) ->
     sink = _HashingWriter(out)
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads)
     count = 0
-    with compressor.stream_writer(
-        cast(BinaryIO, sink), write_size=_BUFFER_SIZE, closefd=False
-    ) as zstream:
-        tar = _TarStream(zstream)
-        try:
-            for entry in entries:
-                tar.add(tar_header(entry))
-                if entry.kind is Kind.FILE and entry.size:
-                    tar.add_file(entry)
-                count += 1
-            tar.add(bytes(2 * BLOCK))  # end of archive
-            tar.flush()
-        finally:
-            tar.close()
-    return Packed(sha256=sink.digest.hexdigest(), size=sink.size, entries=count)
+    try:
+        with compressor.stream_writer(
+            cast(BinaryIO, sink), write_size=_BUFFER_SIZE, closefd=False
+        ) as zstream:
+            tar = _TarStream(zstream)
+            try:
+                for entry in entries:
+                    tar.add(tar_header(entry))
+                    if entry.kind is Kind.FILE and entry.size:
+                        tar.add_file(entry)
+                    count += 1
+                tar.add(bytes(2 * BLOCK))  # end of archive
+                tar.flush()
+            finally:
+                tar.close()
+    finally:
+        sink.close()
+    return Packed(sha256=sink.hexdigest(), size=sink.size, entries=count)

@@ -66,6 +66,10 @@ class Rules:
     _by_depth: dict[int, list[tuple[int, list[str]]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # Per directory: the rules whose pattern names a child of it, with the pattern's last part.
+    _leaf_cache: dict[str, list[tuple[int, str]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         for index, rule in enumerate(self.rules):
@@ -92,12 +96,24 @@ class Rules:
 
     def _exact_match(self, relpath: str) -> int:
         """Index of the last rule whose pattern names exactly this path (not an ancestor)."""
-        parts = relpath.split("/")
+        head, _, name = relpath.rpartition("/")
         last = -1
-        for index, pattern in self._by_depth.get(len(parts), ()):
-            if all(fnmatchcase(p, q) for p, q in zip(parts, pattern, strict=True)):
+        for index, leaf in self._leaf_rules(head):
+            if fnmatchcase(name, leaf):
                 last = index
         return last
+
+    def _leaf_rules(self, dirpath: str) -> list[tuple[int, str]]:
+        cached = self._leaf_cache.get(dirpath)
+        if cached is None:
+            parts = dirpath.split("/") if dirpath else []
+            cached = [
+                (index, pattern[-1])
+                for index, pattern in self._by_depth.get(len(parts) + 1, ())
+                if all(fnmatchcase(p, q) for p, q in zip(parts, pattern, strict=False))
+            ]
+            self._leaf_cache[dirpath] = cached
+        return cached
 
     def _anything_below(self, dirpath: str) -> bool:
         depth = dirpath.count("/") + 1

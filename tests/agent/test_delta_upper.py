@@ -7,13 +7,16 @@ import os
 import stat
 import subprocess
 import tarfile
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.delta.pack import write_delta
-from agent.delta.rules import Rules, load_rules
+from agent.delta.rules import Action, Rule, Rules, load_rules
 from agent.delta.upper import OPAQUE_MARKER, WHITEOUT_PREFIX, walk_upper
 from agent.errors import OvlError
 
@@ -204,3 +207,36 @@ def test_redirected_dir_in_upper_is_refused_not_half_shipped(tmp_path: Path) -> 
     os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
     with pytest.raises(OvlError, match="redirect_dir=off"):
         pack(upper, Rules())
+
+
+_PART = st.sampled_from(["a", "b", "ab", "*", "a*", "?", "[ab]"])
+_NAME = st.sampled_from(["a", "b", "ab", "ba", "c"])
+
+
+def _reference_wanted(rules: tuple[Rule, ...], relpath: str) -> bool:
+    """The rule semantics spelled out: the last rule whose pattern names the path or one of
+    its ancestors (part by part, same depth) decides; no such rule means shipped."""
+    parts = relpath.split("/")
+    deciding = None
+    for rule in rules:
+        pattern = rule.pattern.split("/")
+        for depth in range(1, len(parts) + 1):
+            if len(pattern) == depth and all(map(fnmatchcase, parts[:depth], pattern)):
+                deciding = rule
+    return deciding is None or deciding.action is Action.INCLUDE
+
+
+@given(
+    patterns=st.lists(
+        st.tuples(st.sampled_from(list(Action)), st.lists(_PART, min_size=1, max_size=3)),
+        max_size=6,
+    ),
+    paths=st.lists(st.lists(_NAME, min_size=1, max_size=4).map("/".join), max_size=12),
+)
+def test_rules_decide_as_the_last_matching_rule_for_the_path_or_an_ancestor(
+    patterns: list[tuple[Action, list[str]]], paths: list[str]
+) -> None:
+    rules = tuple(Rule(action, "/".join(parts)) for action, parts in patterns)
+    decide = Rules(rules)  # one instance for all paths: its per-directory caches are exercised
+    for path in paths:
+        assert decide.wanted(path, False) == _reference_wanted(rules, path), path
