@@ -274,8 +274,10 @@ def _apply(
     boot.report.channels.append(Attempt(name, "ok", "", _ms(start), fetched.size))
     manifest = result.manifest
     title = f"{manifest.name} serial {manifest.serial}" if manifest else "bundle without ovl.json"
+    frames = result.frames_read
+    read = "" if frames is None else f", {frames[0]} of {frames[1]} frames read"
     boot.console.line(
-        "apply", f"{title}: {len(layers)} layers ({', '.join(layers)}) {_ms(start)} ms"
+        "apply", f"{title}: {len(layers)} layers ({', '.join(layers)}){read} {_ms(start)} ms"
     )
     if manifest and boot.report.bundle is not None:
         boot.report.bundle["name"] = manifest.name

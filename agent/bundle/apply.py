@@ -32,6 +32,8 @@ class AppliedLayer:
 class ApplyResult:
     manifest: Manifest | None
     layers: list[AppliedLayer]  # base first, then the matched layers in apply order
+    decoded_bytes: int  # of tar stream
+    frames_read: tuple[int, int] | None  # (decoded, in the bundle) when its frame index was used
 
 
 class _Staging:
@@ -117,6 +119,8 @@ def apply_bundle(
             )
             for layer in staged
         ],
+        reader.decoded_bytes,
+        reader.frames_read,
     )
 
 

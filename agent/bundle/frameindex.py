@@ -108,12 +108,15 @@ def _frame_shaped(item: object) -> bool:
     )
 
 
-def frames_to_read(frames: list[Frame], wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
-    """(offset, length) of the frames a machine reads, neighbours merged: base frames, and
-    frames holding a layer `wanted` says yes to (it sees each folder name once)."""
+def frames_to_read(
+    frames: list[Frame], wanted: Callable[[str], bool]
+) -> tuple[list[tuple[int, int]], int]:
+    """(offset, length) of the frames a machine reads, neighbours merged, and how many frames
+    that is: base frames, and frames holding a layer `wanted` says yes to (it sees each
+    folder name once)."""
     answers: dict[str, bool] = {}
     ranges: list[tuple[int, int]] = []
-    offset = 0
+    count = offset = 0
     for frame in frames:
         read = frame.base
         for name in frame.layers:
@@ -122,12 +125,13 @@ def frames_to_read(frames: list[Frame], wanted: Callable[[str], bool]) -> list[t
                 answer = answers[name] = wanted(name)
             read = read or answer
         if read:
+            count += 1
             if ranges and sum(ranges[-1]) == offset:
                 ranges[-1] = (ranges[-1][0], ranges[-1][1] + frame.compressed)
             else:
                 ranges.append((offset, frame.compressed))
         offset += frame.compressed
-    return ranges
+    return ranges, count
 
 
 class FrameRanges(ReadStream):

@@ -426,32 +426,6 @@ class _LayerPaths:
             parent = parent[:-1]
 
 
-def _only_wanted_frames(
-    source: BinaryIO, wanted: Callable[[LayerName], bool], may_want: Callable[[str], bool]
-) -> BinaryIO:
-    """`source` cut down to its base frames and `wanted` layers' frames when it is a seekable
-    bundle with a frame index; `source` itself otherwise. Layers not read this way get none of
-    the per-entry checks: `ovl lint` and `ovl inspect` read every frame."""
-    if not source.seekable() or source.tell() != 0:
-        return source
-    frames = read_index(source)
-    source.seek(0)
-    if frames is None:
-        return source
-
-    def wanted_name(dirname: str) -> bool:
-        if not may_want(dirname):
-            return False
-        try:
-            layer = parse_layer_name(dirname)
-        except BadInput as exc:
-            raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
-        return wanted(layer)
-
-    ranges = frames_to_read(frames, wanted_name)
-    return cast(BinaryIO, FrameRanges(source, ranges))
-
-
 def _plain(exc: Exception) -> str:
     """tarfile's words for a stream that stops early, said plainly."""
     text = str(exc)
@@ -475,8 +449,10 @@ class BundleReader:
         wanted: Callable[[LayerName], bool] | None = None,
         may_want: Callable[[str], bool] = lambda dirname: True,
     ) -> None:
+        # (frames decoded, frames in the bundle) when a frame index let this reader skip some.
+        self.frames_read: tuple[int, int] | None = None
         if wanted is not None:
-            source = _only_wanted_frames(source, wanted, may_want)
+            source = self._only_wanted_frames(source, wanted, may_want)
         self._decoded: DecodedStream = open_decoded(source, max_bytes=limits.max_total_bytes)
         self.encoding: Encoding = self._decoded.encoding
         self.manifest: Manifest | None = None
@@ -488,6 +464,32 @@ class BundleReader:
         self._tar: tarfile.TarFile | None = None
         self._last = "(start of the archive)"
         self._count = 0
+
+    def _only_wanted_frames(
+        self, source: BinaryIO, wanted: Callable[[LayerName], bool], may_want: Callable[[str], bool]
+    ) -> BinaryIO:
+        """`source` cut down to its base frames and `wanted` layers' frames when it is a seekable
+        bundle with a frame index; `source` itself otherwise. Layers not read this way get none of
+        the per-entry checks: `ovl lint` and `ovl inspect` read every frame."""
+        if not source.seekable() or source.tell() != 0:
+            return source
+        frames = read_index(source)
+        source.seek(0)
+        if frames is None:
+            return source
+
+        def wanted_name(dirname: str) -> bool:
+            if not may_want(dirname):
+                return False
+            try:
+                layer = parse_layer_name(dirname)
+            except BadInput as exc:
+                raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
+            return wanted(layer)
+
+        ranges, read = frames_to_read(frames, wanted_name)
+        self.frames_read = (read, len(frames))
+        return cast(BinaryIO, FrameRanges(source, ranges))
 
     def entries(self) -> Iterator[Entry]:
         try:

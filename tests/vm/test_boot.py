@@ -342,3 +342,21 @@ def test_armoured_bundle_from_a_gist_channel_boots_the_machines_layers(
         line.startswith("ovl: fetch: gist:abc123/fleet.ovl ok") for line in seen.agent_lines()
     )
     assert "GET /gist/abc123/raw/fleet.ovl.minisig 200" in server.requests
+
+
+def test_a_machine_decodes_only_its_own_frames_of_a_big_fleet_bundle(
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path
+) -> None:
+    """ovl pack's frame index on a real boot: of a fleet bundle with 40 machines' layers the
+    agent decodes the base's frames and alpha's, and gets the same files as ever."""
+    noise = os.urandom(60_000).hex()  # ~120 kB of text per layer: a few layers per frame
+    tree = fleet_tree()
+    for index in range(40):
+        tree[f"layers/10-52:54:00:0b:00:{index:02x}/etc/key"] = noise[index:] + "\n"
+    bundle = pack_bundle("fleet.ovl", tree)
+    with StaticServer(bundle.parent) as server:
+        seen = boot_vm(ON_IMAGE, server.port, alpha(test_root))
+    assert seen.files["/etc/hostname"] == "alpha" and seen.files["/etc/role"] == "web"
+    applied = next(line for line in seen.agent_lines() if line.startswith("ovl: apply: "))
+    read, total = (int(n) for n in applied.split(" frames read")[0].split(", ")[-1].split(" of "))
+    assert total >= 10 and read <= 3, applied

@@ -17,7 +17,20 @@ def run(args: argparse.Namespace) -> int:
         result = apply_bundle(source, facts, args.target, split=False)
     if args.json:
         layers = [{"name": x.name, "files": x.files, "bytes": x.bytes} for x in result.layers]
-        print(json.dumps({"target": str(args.target), "layers": layers}, indent=2))
+        frames = None
+        if result.frames_read is not None:
+            frames = dict(zip(("read", "total"), result.frames_read, strict=True))
+        print(
+            json.dumps(
+                {
+                    "target": str(args.target),
+                    "layers": layers,
+                    "tar_bytes_read": result.decoded_bytes,
+                    "frames": frames,
+                },
+                indent=2,
+            )
+        )
         return 0
     for layer in result.layers:
         print(f"{layer.name}: {layer.files} files, {layer.bytes} bytes")
