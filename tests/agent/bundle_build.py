@@ -156,3 +156,29 @@ def damage(draw: st.DrawFn, data: bytes, edits: int) -> bytes:
         else:
             out[at:at] = draw(st.binary(min_size=1, max_size=600))
     return bytes(out)
+
+
+class CountingFile(io.FileIO):
+    """A file that counts the bytes read from it: what a frame index let a reader skip."""
+
+    read_bytes = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+class PipeLike(io.RawIOBase):
+    """`data`, not seekable: what a bundle streamed from a pipe looks like (a full read)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)

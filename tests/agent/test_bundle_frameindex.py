@@ -23,7 +23,7 @@ from agent.bundle.reader import Limits
 from agent.bundle.scan import scan_bundle
 from agent.errors import BadInput, OvlError
 from agent.facts import Facts
-from tests.agent.bundle_build import damage, snapshot
+from tests.agent.bundle_build import CountingFile, PipeLike, damage, snapshot
 
 LAYERS = 40
 
@@ -61,32 +61,6 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("out") / "fleet.ovl"
     pack_directory(root, out, PackOptions())
     return out
-
-
-class _Counting(io.FileIO):
-    """A file that counts the bytes read from it."""
-
-    read_bytes = 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = super().read(size)
-        self.read_bytes += len(data)
-        return data
-
-
-class _Pipe(io.RawIOBase):
-    """The same bytes, not seekable: what a bundle streamed from a pipe looks like."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
 
 
 def _apply(source: BinaryIO, facts: Facts, target: Path) -> dict[str, tuple[object, ...]]:
@@ -128,10 +102,10 @@ def test_one_machine_reads_its_frames_and_gets_what_a_full_read_gives(
     packed: Path, tmp_path: Path, machine: int
 ) -> None:
     facts = Facts(macs=(_mac(machine),), arch="x86_64")
-    with _Counting(packed) as raw:
+    with CountingFile(packed) as raw:
         indexed = _apply(raw, facts, tmp_path / "indexed")  # type: ignore[arg-type]
         read = raw.read_bytes
-    full = _apply(_Pipe(packed.read_bytes()), facts, tmp_path / "full")  # type: ignore[arg-type]
+    full = _apply(PipeLike(packed.read_bytes()), facts, tmp_path / "full")  # type: ignore[arg-type]
     assert indexed == full
     assert ("etc/hostname" in indexed) == (machine < LAYERS)
     assert "etc/fleet.conf" not in indexed and "usr/lib/tail.so" in indexed
@@ -148,7 +122,7 @@ def test_one_machine_reads_its_frames_and_gets_what_a_full_read_gives(
 def test_a_machine_without_a_wanted_layer_reads_the_base_frames_only(
     packed: Path, tmp_path: Path
 ) -> None:
-    with _Counting(packed) as raw:
+    with CountingFile(packed) as raw:
         tree = _apply(raw, Facts(arch="aarch64"), tmp_path / "t")  # type: ignore[arg-type]
         read = raw.read_bytes
     assert set(tree) == {".", "etc", "etc/fleet.conf", "usr", "usr/lib", "usr/lib/tail.so"}
@@ -249,7 +223,7 @@ def test_damaged_indexed_bundles_apply_as_a_full_read_does_or_fail_cleanly(
     facts = Facts(macs=(_mac(machine),))
     limits = Limits(max_total_bytes=16 << 20)
     results = []
-    for source in (io.BytesIO(damaged), _Pipe(damaged)):
+    for source in (io.BytesIO(damaged), PipeLike(damaged)):
         with tempfile.TemporaryDirectory() as scratch:
             target = Path(scratch) / "target"
             target.mkdir()

@@ -21,7 +21,7 @@ from agent.bundle.codec import Compression
 from agent.bundle.frameindex import SKIPPABLE_MAGIC, read_index
 from agent.errors import OvlError
 from agent.facts import Facts
-from tests.agent.bundle_build import snapshot
+from tests.agent.bundle_build import CountingFile, PipeLike, snapshot
 
 MACHINES = 30
 UNLINKED = 4  # this machine's hardlink target is dropped before writing: the link carries data
@@ -82,32 +82,6 @@ def baked(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class _Counting(io.FileIO):
-    """A file that counts the bytes read from it."""
-
-    read_bytes = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        data = super().read(size)
-        self.read_bytes += len(data)
-        return data
-
-
-class _Pipe(io.RawIOBase):
-    """The same bytes, not seekable: a full read, as of a bundle streamed from a pipe."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        chunk = self._data.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
 def test_the_frames_tile_the_file_up_to_the_index(baked: Path) -> None:
     with baked.open("rb") as raw:
         frames = read_index(raw)
@@ -140,7 +114,7 @@ def test_one_machine_from_the_file_gets_what_a_full_read_gives(
     baked: Path, tmp_path: Path, machine: int
 ) -> None:
     facts = Facts(macs=(_mac(machine),), arch="x86_64")
-    with _Counting(baked) as raw:
+    with CountingFile(baked) as raw:
         apply_bundle(raw, facts, tmp_path / "indexed", split=False)
     with baked.open("rb") as index:
         frames = read_index(index)
@@ -150,7 +124,7 @@ def test_one_machine_from_the_file_gets_what_a_full_read_gives(
     index_frame = baked.stat().st_size - sum(frame.compressed for frame in frames)
     assert needed <= raw.read_bytes <= needed + index_frame + 4 * len(frames)
     assert sum(not (frame.base or own & set(frame.layers)) for frame in frames) >= 3
-    full = _Pipe(baked.read_bytes())
+    full = PipeLike(baked.read_bytes())
     apply_bundle(full, facts, tmp_path / "full", split=False)  # type: ignore[arg-type]
     indexed = snapshot(tmp_path / "indexed", root_mtime=False)
     assert indexed == snapshot(tmp_path / "full", root_mtime=False)
