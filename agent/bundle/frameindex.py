@@ -23,7 +23,7 @@ FORMAT = "ovl-frame-index/1"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _HEAD = struct.Struct("<II")  # skippable magic, payload size
 _TAIL = struct.Struct("<I8s")  # payload size again, TRAILER_MAGIC: found from the file's end
-_MAX_INDEX_BYTES = 64 << 20  # the decompressed JSON; a 150,000-layer index is ~6 MiB
+_MAX_INDEX_BYTES = 64 << 20  # compressed or not; a 150,000-layer index is ~6 MiB of JSON
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ def read_index(raw: BinaryIO) -> list[Frame] | None:
     start = end - _HEAD.size - payload_size
     if start < 0 or payload_size < _TAIL.size:
         raise BadInput("bundle: damaged frame index (its size points outside the file)")
+    if payload_size > _MAX_INDEX_BYTES:
+        raise BadInput(f"bundle: frame index of {payload_size} bytes, over {_MAX_INDEX_BYTES}")
     raw.seek(start)
     if _HEAD.unpack(raw.read(_HEAD.size)) != (SKIPPABLE_MAGIC, payload_size):
         raise BadInput("bundle: damaged frame index (no skippable frame where it should start)")

@@ -186,6 +186,16 @@ def test_a_damaged_trailer_is_refused(
         read_index(raw)
 
 
+def test_an_oversized_index_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.ovl"  # sparse: 80 MiB of holes after a zstd frame
+    with big.open("wb") as out:
+        out.write(b"\x28\xb5\x2f\xfd" + bytes(16))
+        out.seek(80 << 20)
+        out.write(struct.pack("<I8s", 70 << 20, b"ovlindex"))
+    with pytest.raises(BadInput, match="over 67108864"), big.open("rb") as raw:
+        read_index(raw)
+
+
 def test_a_bundle_cut_inside_its_index_is_truncated(packed: Path, tmp_path: Path) -> None:
     data = packed.read_bytes()
     for cut in (1, 12, 13, 100):
