@@ -196,6 +196,26 @@ def test_an_oversized_index_is_refused_before_it_is_read(tmp_path: Path) -> None
         read_index(raw)
 
 
+def test_an_index_too_big_to_be_worth_its_memory_is_not_used(packed: Path, tmp_path: Path) -> None:
+    """Past 16 MiB of JSON (~400,000 layers) the bundle is read in full, in flat memory."""
+
+    def swell(frames: list[Frame]) -> list[Frame]:
+        names = tuple(
+            f"10-mac=52:54:00:ff:{i >> 8 & 255:02x}:{i & 255:02x}" for i in range(1 << 16)
+        )
+        first = frames[0]
+        return [
+            Frame(first.compressed, first.decoded, True, first.layers + names * 10),
+            *frames[1:],
+        ]
+
+    swollen = _rewrite_index(packed, tmp_path / "swollen.ovl", swell)
+    with swollen.open("rb") as raw:
+        assert read_index(raw) is None
+    result = apply_bundle(swollen.open("rb"), Facts(macs=(_mac(2),)), tmp_path / "t", split=False)
+    assert result.frames_read is None and (tmp_path / "t/etc/hostname").read_text() == "host-2\n"
+
+
 def test_a_bundle_cut_inside_its_index_is_truncated(packed: Path, tmp_path: Path) -> None:
     data = packed.read_bytes()
     for cut in (1, 12, 13, 100):
