@@ -78,6 +78,36 @@ def base_whiteout_findings(info: BundleInfo) -> list[Finding]:
     ]
 
 
+# On merged-/usr systems (Debian 12, Fedora, Arch, Ubuntu) these are symlinks into usr/.
+MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def merged_usr_findings(info: BundleInfo) -> list[Finding]:
+    """A layer with anything but a symlink at `bin` (or sbin, lib...): over a merged-/usr image
+    it replaces the image's `bin -> usr/bin` symlink in an overlay root (no more /bin/sh), and
+    a merged apply refuses it (a path through a symlink). One warning per layer and name."""
+    findings = []
+    for layer in info.layers:
+        tops = set()
+        for entry in layer.entries:
+            top = entry.path.split("/", 1)[0]
+            if top in MERGED_USR_LINKS and (entry.kind is not Kind.SYMLINK or top != entry.path):
+                tops.add(top)
+        where = "" if layer.layer is None else f"layers/{layer.name}/"
+        findings += [
+            Finding(
+                Severity.WARNING,
+                "merged-usr",
+                f"{where}{top}",
+                f"{top} here replaces a merged-/usr image's {top} -> usr/{top} symlink (an "
+                f"overlay root loses /{top}/*, a merged apply refuses the path); write "
+                f"usr/{top}/... instead",
+            )
+            for top in sorted(tops)
+        ]
+    return findings
+
+
 def unmatched_layer_findings(info: BundleInfo, fleet: dict[str, Facts]) -> list[Finding]:
     gets = {
         name: {layer.name for layer in layers_for(info, facts)} for name, facts in fleet.items()
@@ -133,7 +163,7 @@ def override_findings(info: BundleInfo, fleet: dict[str, Facts]) -> list[Finding
 
 def lint_bundle(info: BundleInfo, fleet: dict[str, Facts] | None) -> list[Finding]:
     """Every finding about a bundle that scanned cleanly, most severe first."""
-    findings = base_whiteout_findings(info)
+    findings = base_whiteout_findings(info) + merged_usr_findings(info)
     if fleet is not None:
         findings += unmatched_layer_findings(info, fleet)
         findings += override_findings(info, fleet)

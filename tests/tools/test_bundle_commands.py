@@ -259,6 +259,26 @@ def test_lint_reports_unmatched_layers_and_overrides_on_a_crafted_fleet(
     assert (data["errors"], data["warnings"]) == (0, 3)
 
 
+def test_lint_warns_of_directories_that_hide_merged_usr_symlinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = make_fleet_tree(tmp_path / "tree")
+    write(tree / "bin/tool", "#!/bin/sh\n")
+    write(tree / f"layers/20-{MAC_1}/lib64/libx.so", "x")
+    write(tree / f"layers/20-{MAC_1}/usr/lib/liby.so", "y")  # where it belongs: no finding
+    (tree / "sbin").symlink_to("usr/sbin")  # the merged-/usr link itself: no finding
+    out = tmp_path / "b.ovl"
+    assert main(["pack", str(tree), "-o", str(out)]) == 0
+    capsys.readouterr()
+    code, data = run_json(capsys, "lint", str(out), "--json")
+    assert code == 0
+    assert [(f["code"], f["where"]) for f in data["findings"]] == [
+        ("merged-usr", "bin"),
+        ("merged-usr", f"layers/20-{MAC_1}/lib64"),
+    ]
+    assert data["findings"][0]["message"].endswith("write usr/bin/... instead")
+
+
 def test_lint_without_a_fleet_checks_only_the_bundle(
     bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
