@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BadInput, OvlError
+from agent.trust.certs import CERT_KIND, comment_fields
 from agent.trust.open import bundle_comment
-from agent.trust.signing import load_secret_key, sign_file
+from agent.trust.signing import SecretKey, load_secret_key, sign_file
 from ovl_tools.encode import ArmorWriter
-from ovl_tools.keys import read_certificate
+from ovl_tools.keys import Certificate, read_certificate
 
 _COPY = 1 << 20
 
@@ -69,8 +70,36 @@ class Sealed:
     encrypted: bool
 
 
+@dataclass(frozen=True)
+class CertifiedKey:
+    """A signer's secret key with the certificate that certifies it."""
+
+    key: SecretKey
+    certificate: Certificate
+
+    @property
+    def name(self) -> str:
+        return comment_fields(self.certificate.comment, CERT_KIND, "certificate")["name"]
+
+    def sign(self, path: Path, comment: str, untrusted: str) -> str:
+        """A prehashed signature of `path` followed by the certificate file (docs/TRUST.md)."""
+        trailer = tuple(line for line in self.certificate.text.splitlines() if line.strip())
+        return sign_file(self.key, path, comment, untrusted, trailer).to_text()
+
+
+def load_certified(signer_key: Path, certificate: Path) -> CertifiedKey:
+    key = load_secret_key(signer_key)
+    cert = read_certificate(certificate)
+    if cert.signer.key_id != key.key_id:
+        raise BadInput(
+            f"{certificate}: certifies key {cert.signer.id_hex}, but {signer_key} is key"
+            f" {key.public_key.id_hex}"
+        )
+    return CertifiedKey(key, cert)
+
+
 @contextmanager
-def _atomic(dest: Path) -> Iterator[Path]:
+def atomic(dest: Path) -> Iterator[Path]:
     """A temp path beside `dest`, renamed onto it only when the block succeeds."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -125,22 +154,15 @@ def seal_bundle(
     if serial < 0:
         raise BadInput(f"serial {serial}: must not be negative")
     comment = bundle_comment(name, serial)
-    key = load_secret_key(signer_key)
-    cert = read_certificate(certificate)
-    if cert.signer.key_id != key.key_id:
-        raise BadInput(
-            f"{certificate}: certifies key {cert.signer.id_hex}, but {signer_key} is key"
-            f" {key.public_key.id_hex}"
-        )
+    signer = load_certified(signer_key, certificate)
     sig_path = out.with_name(out.name + ".minisig")
-    with _atomic(out) as payload, _atomic(sig_path) as sig_temp:
+    with atomic(out) as payload, atomic(sig_path) as sig_temp:
         try:
             _write_payload(bundle, payload, recipients, passphrase, armor)
         except OSError as exc:
             raise OvlError(f"{exc.filename or out}: {exc.strerror or exc}") from exc
-        trailer = tuple(line for line in cert.text.splitlines() if line.strip())
         untrusted = f"ovl bundle {name} serial {serial}, signer certificate follows"
-        sig_temp.write_text(sign_file(key, payload, comment, untrusted, trailer).to_text())
+        sig_temp.write_text(signer.sign(payload, comment, untrusted))
     return Sealed(out, sig_path, name, serial, bool(recipients) or passphrase is not None)
 
 
