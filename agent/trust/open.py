@@ -28,6 +28,7 @@ from agent.trust.replay import ReplayState
 log = logging.getLogger("ovl.trust")
 
 BUNDLE_KIND = "ovl-bundle"
+IMAGE_KIND = "ovl-image"
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,18 @@ class Signed:
 
 def bundle_comment(name: str, serial: int) -> str:
     """The trusted comment a sealed bundle's signature carries."""
+    return f"{BUNDLE_KIND} name={_checked_name('bundle', name)} serial={serial}"
+
+
+def image_comment(name: str) -> str:
+    """The trusted comment a signed root image's signature carries."""
+    return f"{IMAGE_KIND} name={_checked_name('image', name)}"
+
+
+def _checked_name(what: str, name: str) -> str:
     if not name or any(c.isspace() or c == "=" for c in name):
-        raise BadInput(f"bundle name {name!r}: must be non-empty, without spaces or '='")
-    return f"{BUNDLE_KIND} name={name} serial={serial}"
+        raise BadInput(f"{what} name {name!r}: must be non-empty, without spaces or '='")
+    return name
 
 
 def split_chain(sig: Signature, where: str) -> tuple[str, Signature] | None:
@@ -70,13 +80,19 @@ def split_chain(sig: Signature, where: str) -> tuple[str, Signature] | None:
 
 
 def check_signature(
-    bundle: Path, signature: Path, policy: Policy, trust: TrustStore, where: str
+    bundle: Path,
+    signature: Path,
+    policy: Policy,
+    trust: TrustStore,
+    where: str,
+    kind: str = BUNDLE_KIND,
 ) -> Signed:
-    """Verify the bundle's signature and the signer's certificate.
+    """Verify the file's signature and the signer's certificate.
 
-    Under ovl.require=none a signature that does not match still refuses the bundle (that is
-    tampering), but certification problems only warn, and a signature without a certificate
-    (so without a key to check it with) is ignored with a warning.
+    The trusted comment must be of `kind`: `ovl-bundle` carries name and serial, `ovl-image`
+    a name. Under ovl.require=none a signature that does not match still refuses the file
+    (that is tampering), but certification problems only warn, and a signature without a
+    certificate (so without a key to check it with) is ignored with a warning.
     """
     sig = parse_signature(read_text_file(signature, where), f"{where}: {signature.name}")
     chain = split_chain(sig, where)
@@ -96,17 +112,35 @@ def check_signature(
             raise
         warnings.append(f"{exc.line} (accepted: ovl.require={policy})")
     verify_file(signer_key, sig, bundle, where)
+    bundle_kind = kind == BUNDLE_KIND
     try:
-        fields = comment_fields(sig.trusted_comment, BUNDLE_KIND, where)
-        serial = int(fields["serial"])
+        fields = comment_fields(sig.trusted_comment, kind, where)
+        serial = int(fields["serial"]) if bundle_kind else None
         name = fields["name"]
     except (BadInput, KeyError, ValueError) as exc:
         if policy.needs_signature:
-            raise OvlError(
-                f"{where}: signed trusted comment carries no bundle name and serial"
-            ) from exc
+            wanted = "bundle name and serial" if bundle_kind else "image name"
+            raise OvlError(f"{where}: signed trusted comment carries no {wanted}") from exc
         return Signed(signer, None, None, tuple(warnings))
     return Signed(signer, name, serial, tuple(warnings))
+
+
+def check_image(
+    image: Path, signature: Path | None, policy: Policy, trust: TrustStore, where: str
+) -> Signed:
+    """A root image from the network, checked like a bundle (`ovl-image` comment, no serial).
+
+    Unsigned is refused when the policy needs a signature, else accepted with a warning.
+    """
+    if signature is None:
+        _refuse_unsigned(policy, where)
+        return Signed(None, None, None, (f"{where}: unsigned, accepted (ovl.require={policy})",))
+    return check_signature(image, signature, policy, trust, where, IMAGE_KIND)
+
+
+def _refuse_unsigned(policy: Policy, where: str) -> None:
+    if policy.needs_signature:
+        raise OvlError(f"{where}: unsigned, refused (ovl.require={policy})")
 
 
 def open_sealed(
@@ -120,8 +154,7 @@ def open_sealed(
     """Verify, check replay, decrypt. OvlError with the cause; no file left behind on error."""
     where = f"bundle {bundle.name}"
     if signature is None:
-        if policy.needs_signature:
-            raise OvlError(f"{where}: unsigned, refused (ovl.require={policy})")
+        _refuse_unsigned(policy, where)
         signed = Signed(None, None, None, ())
     else:
         signed = check_signature(bundle, signature, policy, trust, where)

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "initramfs",
     "keys",
     "seal",
+    "sign",
     "verify",
     "open",
 )
