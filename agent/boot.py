@@ -144,9 +144,9 @@ def _assemble(boot: _Boot) -> Handover:
     boot.stop_before(Phase.FACTS)
     with report.phase("facts"):
         facts = _facts(boot)
-    builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx)
     cache = Cache(config.cache) if config.cache else None
     verifier = _verifier(boot, cache)
+    builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx, verifier)
     boot.stop_before(Phase.FETCH)
     candidates: list[Channel] = [*config.channels, *([CacheChannel(cache)] if cache else [])]
     chosen = None

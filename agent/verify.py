@@ -19,7 +19,7 @@ from agent.trust.policy import Policy
 if TYPE_CHECKING:
     from agent.trust.age import Identity
     from agent.trust.certs import TrustStore
-    from agent.trust.open import Opened
+    from agent.trust.open import Opened, Signed
 
 
 @dataclass
@@ -34,20 +34,31 @@ class Verifier:
     def open(self, fetched: Fetched, ctx: FetchContext) -> Opened:
         """The plain bundle, or OvlError naming why it is refused."""
         # Imported here: the crypto libraries cost start-up time a bare boot never needs.
-        from agent.trust.certs import TrustStore
         from agent.trust.open import open_sealed
         from agent.trust.replay import ReplayState
+
+        if self._identities is None:
+            self._identities = self._load_identities(ctx)
+        state = ReplayState(self.replay) if self.replay is not None else None
+        trust = self._trust_store()
+        return open_sealed(
+            fetched.bundle, fetched.signature, self.policy, trust, self._identities, state
+        )
+
+    def check_image(self, image: Path, signature: Path | None, where: str) -> Signed:
+        """A downloaded root image's signer and warnings, or OvlError naming why it is refused."""
+        from agent.trust.open import check_image
+
+        return check_image(image, signature, self.policy, self._trust_store(), where)
+
+    def _trust_store(self) -> TrustStore:
+        from agent.trust.certs import TrustStore
 
         if self._trust is None:
             self._trust = (
                 TrustStore.load(self.keys_dir) if self.keys_dir.is_dir() else TrustStore(())
             )
-        if self._identities is None:
-            self._identities = self._load_identities(ctx)
-        state = ReplayState(self.replay) if self.replay is not None else None
-        return open_sealed(
-            fetched.bundle, fetched.signature, self.policy, self._trust, self._identities, state
-        )
+        return self._trust
 
     def _load_identities(self, ctx: FetchContext) -> list[Identity]:
         from agent.trust.age import load_machine_key

@@ -13,6 +13,7 @@ from agent.stack import btrfs, overlay, zfs
 
 if TYPE_CHECKING:
     from agent.bundle.apply import ApplyResult
+    from agent.verify import Verifier
 
 
 class RootBuilder(Protocol):
@@ -28,8 +29,16 @@ class RootBuilder(Protocol):
 class OverlayBuilder:
     split = True
 
-    def __init__(self, config: BootConfig, run_dir: Path, sysroot: Path, ctx: FetchContext):
+    def __init__(
+        self,
+        config: BootConfig,
+        run_dir: Path,
+        sysroot: Path,
+        ctx: FetchContext,
+        verifier: Verifier,
+    ):
         self.config, self.run_dir, self.sysroot, self.ctx = config, run_dir, sysroot, ctx
+        self.verifier = verifier
         self.images: list[Path] | None = None
         self.layers: list[Path] = []
         self.upper: Upper = config.upper
@@ -37,8 +46,21 @@ class OverlayBuilder:
 
     def prepare(self) -> Path:
         if self.images is None:
-            self.images = overlay.mount_images(self.config.images, self.run_dir, self.ctx)
+            self.images = overlay.mount_images(
+                self.config.images, self.run_dir, self.ctx, self._check_image
+            )
         return self.run_dir / "layers"
+
+    def _check_image(self, image: Path, signature: Path | None, url: str) -> None:
+        signed = self.verifier.check_image(image, signature, f"image {url}")
+        for warning in signed.warnings:
+            self._note(warning)
+        if signed.signer:
+            self.ctx.console.line("stack", f"image {url}: signed by {signed.signer}")
+
+    def _note(self, line: str) -> None:
+        self.notes.append(line)
+        self.ctx.console.line("stack", line)
 
     def finish(self, applied: ApplyResult | None) -> None:
         self.prepare()
@@ -52,8 +74,7 @@ class OverlayBuilder:
             if self.upper.part is None:
                 raise
             # A lost persistent upper must not stop the boot: writes go to RAM this time.
-            self.notes.append(f"upper {self.upper.part}: {exc.line}; using tmpfs")
-            self.ctx.console.line("stack", self.notes[-1])
+            self._note(f"upper {self.upper.part}: {exc.line}; using tmpfs")
             self.upper = Upper()
             holder = overlay.prepare_upper(
                 self.upper, self.run_dir, self.ctx.mounts, self.ctx.timeout
@@ -134,10 +155,11 @@ class ZfsBuilder:
 
 
 def make_builder(
-    config: BootConfig, run_dir: Path, sysroot: Path, ctx: FetchContext
+    config: BootConfig, run_dir: Path, sysroot: Path, ctx: FetchContext, verifier: Verifier
 ) -> RootBuilder:
+    """`verifier` checks root images downloaded over http(s) (overlay mode) before mounting."""
     if config.mode is Mode.BTRFS:
         return BtrfsBuilder(config, run_dir, sysroot, ctx)
     if config.mode is Mode.ZFS:
         return ZfsBuilder(config, sysroot, ctx)
-    return OverlayBuilder(config, run_dir, sysroot, ctx)
+    return OverlayBuilder(config, run_dir, sysroot, ctx, verifier)

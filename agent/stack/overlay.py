@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent.channels.base import FetchContext
@@ -16,9 +16,18 @@ from agent.mounts import MountStack, mount_partition
 
 IMAGE_SIZE_CAP = 16 * 1024 * 1024 * 1024
 
+# Checks a downloaded image (file, signature or None, URL) or raises OvlError to refuse it.
+ImageCheck = Callable[[Path, Path | None, str], None]
 
-def mount_images(images: Sequence[Image], run_dir: Path, ctx: FetchContext) -> list[Path]:
-    """Mount each read-only image below run_dir/images; returns the mount points in order."""
+
+def mount_images(
+    images: Sequence[Image], run_dir: Path, ctx: FetchContext, check: ImageCheck
+) -> list[Path]:
+    """Mount each read-only image below run_dir/images; returns the mount points in order.
+
+    Images from the network pass `check` before they are mounted; those on local devices and
+    partitions are trusted as the hardware is.
+    """
     points = []
     for index, image in enumerate(images):
         point = run_dir / "images" / str(index)
@@ -30,16 +39,27 @@ def mount_images(images: Sequence[Image], run_dir: Path, ctx: FetchContext) -> l
             holder = mount_partition(ctx.mounts, device, run_dir / "image-parts" / str(index))
             _mount_file(holder / image.relative(), point, ctx.mounts, str(image))
         else:
-            _mount_file(_download(image, run_dir, index, ctx), point, ctx.mounts, str(image))
+            path = _download(image, run_dir, index, ctx, check)
+            _mount_file(path, point, ctx.mounts, str(image))
         points.append(point)
     return points
 
 
-def _download(image: Url, run_dir: Path, index: int, ctx: FetchContext) -> Path:
+def _download(image: Url, run_dir: Path, index: int, ctx: FetchContext, check: ImageCheck) -> Path:
     # Into run_dir, which is RAM in the initramfs, like dracut's root=live:URL.
     dest = run_dir / "image-files" / f"{index}.img"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    HttpChannel(image.value).fetch(dest, dataclasses.replace(ctx, size_cap=IMAGE_SIZE_CAP))
+    fetched = HttpChannel(image.value).fetch(
+        dest, dataclasses.replace(ctx, size_cap=IMAGE_SIZE_CAP)
+    )
+    try:
+        check(fetched.bundle, fetched.signature, str(image))
+    except BaseException:
+        # A refused image must not linger in RAM, nor be loop-mounted by hand later.
+        for path in (fetched.bundle, fetched.signature):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        raise
     return dest
 
 

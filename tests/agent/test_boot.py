@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ovl_tools.cli import main as ovl
 from ovl_tools.seal import load_recipients, seal_bundle
 
 from agent.boot import BootPaths, Handover, boot
@@ -281,11 +282,56 @@ def test_replayed_older_bundle_is_refused_and_last_known_good_boots(
     assert booted.report["bundle"]["serial"] == 5
 
 
-def test_image_downloaded_over_http_into_ram(machine: Machine, server: LoopbackServer) -> None:
+def _net_image(machine: Machine, *, signed: bool = True) -> Path:
+    """A squashfs root image, with `<image>.minisig` by the test PKI's signer when `signed`."""
     image = make_squashfs(machine.tmp / "net.sqfs", {"etc/os-release": "from the network"})
-    url = server.serve("/base.sqfs", image.read_bytes())
+    if signed:
+        argv = ["sign", str(image), "--sign", str(machine.pki.signer_key)]
+        assert ovl([*argv, "--cert", str(machine.pki.cert), "--name", "base"]) == 0
+    return image
+
+
+def _assert_image_refused(booted: Booted, machine: Machine, line: str) -> None:
+    assert booted.handover.emergency == line
+    assert booted.lines.count(f"ovl: emergency: {line}") == 1
+    assert not os.path.ismount(booted.sysroot)
+    assert not any((machine.paths.run_dir / "image-files").iterdir())  # no copy left in RAM
+
+
+def test_image_downloaded_over_http_into_ram(machine: Machine, server: LoopbackServer) -> None:
+    url = _serve(server, _net_image(machine), "/base.sqfs")
     booted = machine.boot(f"ovl.root={url}", root=False)
     assert booted.read("etc/os-release") == "from the network"
+    assert f"ovl: stack: image {url}: signed by alice" in booted.lines
+    assert booted.report["recoverable_errors"] == []
+
+
+def test_unsigned_image_over_http_is_refused_before_it_is_mounted(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    url = _serve(server, _net_image(machine, signed=False), "/base.sqfs")
+    booted = machine.boot(f"ovl.root={url}", root=False)
+    _assert_image_refused(booted, machine, f"image {url}: unsigned, refused (ovl.require=signed)")
+
+
+def test_tampered_image_over_http_is_refused(machine: Machine, server: LoopbackServer) -> None:
+    image = _net_image(machine)
+    url = _serve(server, image, "/base.sqfs")
+    server.serve("/base.sqfs", image.read_bytes()[:-1] + b"\xff")
+    booted = machine.boot(f"ovl.root={url}", root=False)
+    line = f"image {url}: signature does not match (tampered or truncated)"
+    _assert_image_refused(booted, machine, line)
+
+
+def test_unsigned_image_boots_with_a_warning_under_require_none(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    url = _serve(server, _net_image(machine, signed=False), "/base.sqfs")
+    booted = machine.boot(f"ovl.root={url} ovl.require=none", root=False)
+    assert booted.read("etc/os-release") == "from the network"
+    warning = f"image {url}: unsigned, accepted (ovl.require=none)"
+    assert f"ovl: stack: {warning}" in booted.lines
+    assert booted.report["recoverable_errors"] == [f"stack: {warning}"]
 
 
 def test_nothing_to_boot_is_an_emergency_with_the_reason(machine: Machine) -> None:

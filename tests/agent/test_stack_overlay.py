@@ -30,6 +30,10 @@ def _ctx(tmp_path: Path) -> FetchContext:
     )
 
 
+def local_only(image: Path, signature: Path | None, url: str) -> None:
+    raise AssertionError(f"{url}: images on devices and partitions are not signature-checked")
+
+
 @pytest.mark.parametrize("count", [1, 3])
 def test_images_and_layers_stack_bottom_to_top(tmp_path: Path, mounts: Mounts, count: int) -> None:
     run = mounts.mount("tmpfs", tmp_path / "run", "-t", "tmpfs")
@@ -43,7 +47,7 @@ def test_images_and_layers_stack_bottom_to_top(tmp_path: Path, mounts: Mounts, c
         layers.append(layer)
     os.mknod(layers[-1] / "etc" / "gone", 0o600 | 0o020000, os.makedev(0, 0))  # whiteout
     ctx = _ctx(tmp_path)
-    points = mount_images(images, run, ctx)
+    points = mount_images(images, run, ctx, local_only)
     holder = prepare_upper(Upper(), run, ctx.mounts, 5)
     sysroot = tmp_path / "sysroot"
     stack_overlay([*points, *layers], holder, sysroot, run, ctx.mounts)
@@ -65,7 +69,7 @@ def test_image_file_on_a_partition_is_loop_mounted(tmp_path: Path, mounts: Mount
     make_squashfs(fill / "images" / "base.sqfs", {"etc/os-release": "base"})
     subprocess.run(["umount", fill], check=True)
     ctx = _ctx(tmp_path)
-    (point,) = mount_images([PartPath.parse(f"part:{dev}:/images/base.sqfs")], run, ctx)
+    (point,) = mount_images([PartPath.parse(f"part:{dev}:/images/base.sqfs")], run, ctx, local_only)
     assert (point / "etc" / "os-release").read_text() == "base"
     ctx.mounts.release()
 
@@ -82,7 +86,7 @@ def test_persistent_upper_keeps_writes_unless_wiped(
     seen = []
     for boot in range(2):
         ctx = _ctx(tmp_path)
-        points = mount_images([image], run, ctx)
+        points = mount_images([image], run, ctx, local_only)
         holder = prepare_upper(upper, run, ctx.mounts, 5)
         stack_overlay(points, holder, sysroot, run, ctx.mounts)
         seen.append((sysroot / "etc" / "kept").exists())

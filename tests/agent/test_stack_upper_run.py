@@ -16,6 +16,7 @@ from agent.devices import DeviceRef, PartPath
 from agent.mounts import MountStack
 from agent.stack.overlay import mount_images, prepare_upper, stack_overlay
 from tests.agent.bootkit import make_fs_image, make_squashfs
+from tests.agent.test_stack_overlay import local_only
 from tests.conftest import Mounts
 
 pytestmark = pytest.mark.subprocess
@@ -36,7 +37,7 @@ def test_changes_in_the_root_are_seen_under_run_upper(
     )
     sysroot = tmp_path / "sysroot"
     try:
-        points = mount_images([DeviceRef.parse(image)], run, ctx)
+        points = mount_images([DeviceRef.parse(image)], run, ctx, local_only)
         stack_overlay(points, prepare_upper(upper, run, ctx.mounts, 5), sysroot, run, ctx.mounts)
         (sysroot / "etc/new").write_text("made after boot")
         (sysroot / "etc/gone").unlink()

@@ -21,6 +21,7 @@ from ovl_tools.vm.markers import GuestReport
 from ovl_tools.vm.ovlcommand import ovl
 from ovl_tools.vm.qemu import Machine
 from ovl_tools.vm.rootimage import reporting_init_script
+from ovl_tools.vm.sealing import Signer
 
 from agent.run import run
 
@@ -310,17 +311,20 @@ def test_channels_are_tried_in_order_and_a_partition_serves_when_the_server_is_d
 
 
 def test_root_images_stack_bottom_to_top_from_a_disk_and_from_the_server(
-    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path
+    boot_vm: BootVm, pack_bundle: PackBundle, test_root: Path, tmp_path: Path, signer: Signer
 ) -> None:
     upper_tree = tmp_path / "upper-image"
     (upper_tree / "etc").mkdir(parents=True)
     (upper_tree / "etc/hostname").write_text("second-image\n")
     (upper_tree / "etc/release-note").write_text("from the second image\n")
     bundle = pack_bundle("fleet.ovl", {"ovl.json": MANIFEST, "etc/motd": "fleet motd\n"})
-    run(["mksquashfs", upper_tree, bundle.parent / "extra.sqfs", "-quiet", "-all-root"])
+    extra = bundle.parent / "extra.sqfs"
+    run(["mksquashfs", upper_tree, extra, "-quiet", "-all-root"])
+    ovl("sign", extra, "--sign", signer.key, "--cert", signer.cert)  # images over http are checked
     cmdline = f"{FETCH} ovl.root=/dev/vda,http://10.0.2.100/extra.sqfs"
     with StaticServer(bundle.parent) as server:
         seen = boot_vm(cmdline, server.port, alpha(test_root))
+    assert "ovl: stack: image http://10.0.2.100/extra.sqfs: signed by vm-test" in seen.agent_lines()
     assert seen.files["/etc/hostname"] == "second-image"
     assert seen.files["/etc/release-note"] == "from the second image"
     assert seen.files["/etc/base-only"] == "from the image"
