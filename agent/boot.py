@@ -12,7 +12,9 @@ from __future__ import annotations
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -173,7 +175,12 @@ def _assemble(boot: _Boot) -> Handover:
     details = ", ".join(f"{k} {v}" for k, v in report.root.items() if k != "mode" and v)
     console.line("stack", f"{report.root['mode']} root on {boot.paths.sysroot}: {details}")
     if chosen and cache and not isinstance(chosen.channel, CacheChannel):
-        _remember(boot, cache, chosen.channel, chosen.fetched, verifier)
+        source = chosen.channel.describe()
+        remember = partial(cache.remember, chosen.fetched, source, verifier.replay, boot.ctx)
+        _keep(boot, remember, f"kept as last-known-good on {cache.location}")
+    elif cache and verifier.replay and verifier.images_recorded:
+        save = partial(cache.save_replay, verifier.replay, boot.ctx)
+        _keep(boot, save, f"replay state (image serials) kept on {cache.location}")
     boot.stop_before(Phase.HANDOVER)
     return Handover(root=boot.paths.sysroot, init=config.init)
 
@@ -303,16 +310,15 @@ def _no_bundle(boot: _Boot) -> None:
     boot.report.bundle = None
 
 
-def _remember(
-    boot: _Boot, cache: Cache, channel: Channel, fetched: Fetched, verifier: Verifier
-) -> None:
+def _keep(boot: _Boot, write: Callable[[], None], done: str) -> None:
+    """Write to the cache; a failure is recoverable (this boot goes on, without it)."""
     with boot.report.phase("cache"):
         try:
-            cache.remember(fetched, channel.describe(), verifier.replay, boot.ctx)
+            write()
         except OvlError as exc:
             _recoverable(boot, "cache", exc.line)
             return
-    boot.console.line("cache", f"kept as last-known-good on {cache.location}")
+    boot.console.line("cache", done)
 
 
 def _recoverable(boot: _Boot, phase: str, line: str) -> None:

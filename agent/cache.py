@@ -2,8 +2,8 @@
 
 Layout of the cache directory: `last-good.ovl` (the bundle exactly as fetched, still sealed),
 `last-good.ovl.minisig` when it was signed, `last-good.json` (where it came from, sha256,
-serial) and `replay.json` (the trust replay state, so a replayed old bundle is refused even
-after a reboot). The cache is re-verified on every use, like any other channel.
+serial) and `replay.json` (the trust replay state, so a replayed old bundle or root image is
+refused even after a reboot). The cache is re-verified on every use, like any other channel.
 """
 
 from __future__ import annotations
@@ -70,22 +70,33 @@ class Cache:
         self, fetched: Fetched, source: str, replay: Path | None, ctx: FetchContext
     ) -> None:
         """Keep `fetched` (and its signature) as the last-known-good bundle."""
+        with self._writing(ctx) as directory:
+            if fetched.signature is not None:
+                copy_into_place(fetched.signature, signature_path(directory / BUNDLE), 1 << 20)
+            else:
+                signature_path(directory / BUNDLE).unlink(missing_ok=True)
+            copy_into_place(fetched.bundle, directory / BUNDLE, ctx.size_cap)
+            meta: dict[str, Any] = {
+                "source": source,
+                "sha256": fetched.sha256,
+                "size": fetched.size,
+            }
+            _write_text(directory / META, json.dumps(meta, indent=1) + "\n")
+            if replay is not None and replay.is_file():
+                copy_into_place(replay, directory / REPLAY, 1 << 20)
+
+    def save_replay(self, replay: Path, ctx: FetchContext) -> None:
+        """Keep the replay state alone: a boot that accepted image serials but no new bundle."""
+        with self._writing(ctx) as directory:
+            copy_into_place(replay, directory / REPLAY, 1 << 20)
+
+    @contextlib.contextmanager
+    def _writing(self, ctx: FetchContext) -> Iterator[Path]:
+        """The cache directory, created, written in the with-block, synced; OvlError on OSError."""
         with self.directory(ctx, writable=True) as directory:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                if fetched.signature is not None:
-                    copy_into_place(fetched.signature, signature_path(directory / BUNDLE), 1 << 20)
-                else:
-                    signature_path(directory / BUNDLE).unlink(missing_ok=True)
-                copy_into_place(fetched.bundle, directory / BUNDLE, ctx.size_cap)
-                meta: dict[str, Any] = {
-                    "source": source,
-                    "sha256": fetched.sha256,
-                    "size": fetched.size,
-                }
-                _write_text(directory / META, json.dumps(meta, indent=1) + "\n")
-                if replay is not None and replay.is_file():
-                    copy_into_place(replay, directory / REPLAY, 1 << 20)
+                yield directory
                 os.sync()
             except OSError as exc:
                 raise OvlError(f"cache {self.location}: {exc.strerror or exc}") from None

@@ -2,7 +2,8 @@
 
 The trust roots live in the initramfs (`/etc/ovl/keys/*.pub`), the node key wherever
 `ovl.key=` says (age or SSH identities, else a passphrase file for passphrase-sealed and legacy
-bundles), the replay state beside the last-known-good cache when there is one.
+bundles), the replay state (bundles' and downloaded root images' serials) beside the
+last-known-good cache when there is one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from agent.trust.age import Identity
     from agent.trust.certs import TrustStore
     from agent.trust.open import Opened, Signed
+    from agent.trust.replay import ReplayState
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Verifier:
     keys_dir: Path
     key: Path | PartPath | None
     replay: Path | None
+    images_recorded: bool = False  # a new highest image serial went into `replay` (to keep)
     _trust: TrustStore | None = field(default=None, repr=False)
     _identities: list[Identity] | None = field(default=None, repr=False)
 
@@ -35,21 +38,30 @@ class Verifier:
         """The plain bundle, or OvlError naming why it is refused."""
         # Imported here: the crypto libraries cost start-up time a bare boot never needs.
         from agent.trust.open import open_sealed
-        from agent.trust.replay import ReplayState
 
         if self._identities is None:
             self._identities = self._load_identities(ctx)
-        state = ReplayState(self.replay) if self.replay is not None else None
         trust = self._trust_store()
         return open_sealed(
-            fetched.bundle, fetched.signature, self.policy, trust, self._identities, state
+            fetched.bundle, fetched.signature, self.policy, trust, self._identities, self._state()
         )
 
     def check_image(self, image: Path, signature: Path | None, where: str) -> Signed:
-        """A downloaded root image's signer and warnings, or OvlError naming why it is refused."""
+        """A downloaded root image's signer and warnings, or OvlError naming why it is refused.
+
+        Its serial is checked against, and recorded in, the bundles' replay state.
+        """
         from agent.trust.open import check_image
 
-        return check_image(image, signature, self.policy, self._trust_store(), where)
+        state = self._state()
+        signed = check_image(image, signature, self.policy, self._trust_store(), where, state)
+        self.images_recorded |= state is not None and state.written
+        return signed
+
+    def _state(self) -> ReplayState | None:
+        from agent.trust.replay import ReplayState
+
+        return ReplayState(self.replay) if self.replay is not None else None
 
     def _trust_store(self) -> TrustStore:
         from agent.trust.certs import TrustStore

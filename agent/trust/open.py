@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.errors import BadInput, OvlError
@@ -55,9 +55,9 @@ def bundle_comment(name: str, serial: int) -> str:
     return f"{BUNDLE_KIND} name={_checked_name('bundle', name)} serial={serial}"
 
 
-def image_comment(name: str) -> str:
+def image_comment(name: str, serial: int) -> str:
     """The trusted comment a signed root image's signature carries."""
-    return f"{IMAGE_KIND} name={_checked_name('image', name)}"
+    return f"{IMAGE_KIND} name={_checked_name('image', name)} serial={serial}"
 
 
 def _checked_name(what: str, name: str) -> str:
@@ -89,10 +89,11 @@ def check_signature(
 ) -> Signed:
     """Verify the file's signature and the signer's certificate.
 
-    The trusted comment must be of `kind`: `ovl-bundle` carries name and serial, `ovl-image`
-    a name. Under ovl.require=none a signature that does not match still refuses the file
-    (that is tampering), but certification problems only warn, and a signature without a
-    certificate (so without a key to check it with) is ignored with a warning.
+    The trusted comment must be of `kind` (`ovl-bundle`, `ovl-image`) and carry a name and a
+    serial. Under ovl.require=none a signature that does not match still refuses the file
+    (that is tampering), but certification problems and a comment without name and serial
+    only warn, and a signature without a certificate (so without a key to check it with) is
+    ignored with a warning.
     """
     sig = parse_signature(read_text_file(signature, where), f"{where}: {signature.name}")
     chain = split_chain(sig, where)
@@ -112,30 +113,47 @@ def check_signature(
             raise
         warnings.append(f"{exc.line} (accepted: ovl.require={policy})")
     verify_file(signer_key, sig, bundle, where)
-    bundle_kind = kind == BUNDLE_KIND
     try:
         fields = comment_fields(sig.trusted_comment, kind, where)
-        serial = int(fields["serial"]) if bundle_kind else None
+        serial = int(fields["serial"])
         name = fields["name"]
     except (BadInput, KeyError, ValueError) as exc:
+        problem = f"{where}: signed trusted comment carries no {kind_name(kind)} name and serial"
         if policy.needs_signature:
-            wanted = "bundle name and serial" if bundle_kind else "image name"
-            raise OvlError(f"{where}: signed trusted comment carries no {wanted}") from exc
+            raise OvlError(problem) from exc
+        warnings.append(f"{problem}; no replay check (ovl.require={policy})")
         return Signed(signer, None, None, tuple(warnings))
     return Signed(signer, name, serial, tuple(warnings))
 
 
-def check_image(
-    image: Path, signature: Path | None, policy: Policy, trust: TrustStore, where: str
-) -> Signed:
-    """A root image from the network, checked like a bundle (`ovl-image` comment, no serial).
+def kind_name(kind: str) -> str:
+    """`ovl-image` → `image`: the word for a comment kind in messages and replay keys."""
+    return kind.removeprefix("ovl-")
 
-    Unsigned is refused when the policy needs a signature, else accepted with a warning.
+
+def check_image(
+    image: Path,
+    signature: Path | None,
+    policy: Policy,
+    trust: TrustStore,
+    where: str,
+    state: ReplayState | None,
+) -> Signed:
+    """A root image from the network, checked like a bundle (`ovl-image` comment), replay too.
+
+    Unsigned is refused when the policy needs a signature, else accepted with a warning. An
+    accepted serial is recorded in `state` (as `image:<name>`, beside the bundles' serials).
     """
     if signature is None:
         _refuse_unsigned(policy, where)
         return Signed(None, None, None, (f"{where}: unsigned, accepted (ovl.require={policy})",))
-    return check_signature(image, signature, policy, trust, where, IMAGE_KIND)
+    signed = check_signature(image, signature, policy, trust, where, IMAGE_KIND)
+    if state is None or signed.name is None or signed.serial is None:
+        return signed
+    what = kind_name(IMAGE_KIND)
+    rollback = _check_replay(state, signed.name, signed.serial, policy, where, what)
+    state.accept(signed.name, signed.serial, what)
+    return replace(signed, warnings=(*signed.warnings, *rollback))
 
 
 def _refuse_unsigned(policy: Policy, where: str) -> None:
@@ -185,13 +203,13 @@ def open_sealed(
 
 
 def _check_replay(
-    state: ReplayState, name: str, serial: int, policy: Policy, where: str
+    state: ReplayState, name: str, serial: int, policy: Policy, where: str, what: str = "bundle"
 ) -> list[str]:
     """Refuse an older serial, or with allow-rollback accept it with a warning."""
     if not policy.allow_rollback:
-        state.check(name, serial, where)
+        state.check(name, serial, where, what)
         return []
-    last = state.highest(name)
+    last = state.highest(name, what)
     if last is not None and serial < last:
         return [f"{where}: serial {serial} older than {last}, accepted (allow-rollback)"]
     return []

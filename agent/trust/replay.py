@@ -1,6 +1,6 @@
-"""Replay protection: the highest serial accepted per bundle name, in a small JSON state file.
+"""Replay protection: the highest serial accepted per bundle and image name, in a JSON file.
 
-Shape: {"version": 1, "serials": {"<bundle name>": <highest accepted serial>}}.
+Shape: {"version": 1, "serials": {"<bundle name>" | "image:<image name>": <highest serial>}}.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class ReplayState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._serials = self._load()
+        self.written = False  # whether `accept` recorded a new highest serial
 
     def _load(self) -> dict[str, int]:
         try:
@@ -37,26 +38,34 @@ class ReplayState:
             raise OvlError(f"replay state {self.path}: serials must map names to integers")
         return dict(serials)
 
-    def highest(self, name: str) -> int | None:
-        return self._serials.get(name)
+    def highest(self, name: str, what: str = "bundle") -> int | None:
+        """The highest serial accepted for the `what` ("bundle" or "image") called `name`."""
+        return self._serials.get(_key(name, what))
 
-    def check(self, name: str, serial: int, where: str) -> None:
+    def check(self, name: str, serial: int, where: str, what: str = "bundle") -> None:
         """Refuse a serial below the highest accepted one (an equal serial is a re-fetch)."""
-        last = self._serials.get(name)
+        last = self.highest(name, what)
         if last is not None and serial < last:
             raise OvlError(
-                f"{where}: serial {serial} of bundle {name!r} is older than the last accepted"
+                f"{where}: serial {serial} of {what} {name!r} is older than the last accepted"
                 f" ({last}); refusing a replay (ovl.require=...,allow-rollback overrides)"
             )
 
-    def accept(self, name: str, serial: int) -> None:
-        """Record `serial` as accepted when it is the highest seen for `name`."""
-        if serial <= self._serials.get(name, serial - 1):
+    def accept(self, name: str, serial: int, what: str = "bundle") -> None:
+        """Record `serial` as accepted when it is the highest seen for that name."""
+        key = _key(name, what)
+        if serial <= self._serials.get(key, serial - 1):
             return
-        self._serials[name] = serial
+        self._serials[key] = serial
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps({"version": _VERSION, "serials": self._serials}, indent=1))
         with tmp.open("rb") as written:
             os.fsync(written.fileno())
         tmp.replace(self.path)
+        self.written = True
+
+
+def _key(name: str, what: str) -> str:
+    # Bundles keep their bare names (existing state files); images are "image:<name>".
+    return name if what == "bundle" else f"{what}:{name}"

@@ -282,12 +282,13 @@ def test_replayed_older_bundle_is_refused_and_last_known_good_boots(
     assert booted.report["bundle"]["serial"] == 5
 
 
-def _net_image(machine: Machine, *, signed: bool = True) -> Path:
+def _net_image(machine: Machine, *, signed: bool = True, serial: int = 5) -> Path:
     """A squashfs root image, with `<image>.minisig` by the test PKI's signer when `signed`."""
-    image = make_squashfs(machine.tmp / "net.sqfs", {"etc/os-release": "from the network"})
+    text = f"from the network, serial {serial}"
+    image = make_squashfs(machine.tmp / "net.sqfs", {"etc/os-release": text})
     if signed:
-        argv = ["sign", str(image), "--sign", str(machine.pki.signer_key)]
-        assert ovl([*argv, "--cert", str(machine.pki.cert), "--name", "base"]) == 0
+        argv = ["sign", str(image), "--sign", str(machine.pki.signer_key), "--name", "base"]
+        assert ovl([*argv, "--cert", str(machine.pki.cert), "--serial", str(serial)]) == 0
     return image
 
 
@@ -301,7 +302,7 @@ def _assert_image_refused(booted: Booted, machine: Machine, line: str) -> None:
 def test_image_downloaded_over_http_into_ram(machine: Machine, server: LoopbackServer) -> None:
     url = _serve(server, _net_image(machine), "/base.sqfs")
     booted = machine.boot(f"ovl.root={url}", root=False)
-    assert booted.read("etc/os-release") == "from the network"
+    assert booted.read("etc/os-release") == "from the network, serial 5"
     assert f"ovl: stack: image {url}: signed by alice" in booted.lines
     assert booted.report["recoverable_errors"] == []
 
@@ -328,10 +329,43 @@ def test_unsigned_image_boots_with_a_warning_under_require_none(
 ) -> None:
     url = _serve(server, _net_image(machine, signed=False), "/base.sqfs")
     booted = machine.boot(f"ovl.root={url} ovl.require=none", root=False)
-    assert booted.read("etc/os-release") == "from the network"
+    assert booted.read("etc/os-release") == "from the network, serial 5"
     warning = f"image {url}: unsigned, accepted (ovl.require=none)"
     assert f"ovl: stack: {warning}" in booted.lines
     assert booted.report["recoverable_errors"] == [f"stack: {warning}"]
+
+
+@pytest.mark.parametrize("bundle", [True, False], ids=["with-bundle", "image-only"])
+def test_older_image_serial_is_refused_unless_rollback_is_allowed(
+    machine: Machine, server: LoopbackServer, bundle: bool
+) -> None:
+    state = machine.mounts.loop(
+        make_fs_image(machine.tmp / "state.img", "ext4", "ir" + os.urandom(4).hex(), 32)
+    )
+    # The replay state lives on the cache partition: saved with the last-known-good bundle,
+    # or alone when the boot kept no new bundle.
+    cache = f"ovl.cache=part:{state}:/ovl"
+    fleet = f"ovl={_serve(server, machine.bundle())} {cache}" if bundle else cache
+    url = _serve(server, _net_image(machine, serial=5), "/base.sqfs")
+    first = machine.boot(f"ovl.root={url} {fleet}", root=False)
+    assert first.read("etc/os-release") == "from the network, serial 5"
+    replay = json.loads((machine.paths.run_dir / "replay.json").read_text())
+    assert replay["serials"] == {"image:base": 5, **({"fleet": 5} if bundle else {})}
+    kept = "kept as last-known-good" if bundle else "replay state (image serials) kept"
+    assert f"ovl: cache: {kept} on part:{state}:/ovl" in first.lines
+    _serve(server, _net_image(machine, serial=4), "/base.sqfs")
+    second = machine.boot(f"ovl.root={url} {fleet}", root=False)
+    line = (
+        f"image {url}: serial 4 of image 'base' is older than the last accepted (5);"
+        " refusing a replay (ovl.require=...,allow-rollback overrides)"
+    )
+    _assert_image_refused(second, machine, line)
+    third = machine.boot(f"ovl.root={url} {fleet} ovl.require=signed,allow-rollback", root=False)
+    assert third.read("etc/os-release") == "from the network, serial 4"
+    warning = f"image {url}: serial 4 older than 5, accepted (allow-rollback)"
+    assert f"ovl: stack: {warning}" in third.lines
+    assert f"stack: {warning}" in third.report["recoverable_errors"]
+    assert not any("replay state" in line for line in third.lines)  # nothing new to keep
 
 
 def test_nothing_to_boot_is_an_emergency_with_the_reason(machine: Machine) -> None:

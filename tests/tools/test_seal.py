@@ -61,7 +61,12 @@ def test_verify_json_reports_signer_serial_and_encryption(
     capsys.readouterr()
     assert main(["verify", str(out), "--keys", str(pki.keys), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["signer"], report["name"], report["serial"]) == ("alice", "fleet", 12)
+    assert (report["kind"], report["signer"], report["name"], report["serial"]) == (
+        "bundle",
+        "alice",
+        "fleet",
+        12,
+    )
     assert report["encryption"].startswith("age, to 1 X25519")
 
 
