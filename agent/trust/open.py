@@ -142,7 +142,7 @@ def check_image(
     """A root image from the network, checked like a bundle (`ovl-image` comment), replay too.
 
     Unsigned is refused when the policy needs a signature, else accepted with a warning. An
-    accepted serial is recorded in `state` (as `image:<name>`, beside the bundles' serials).
+    accepted serial is recorded in `state` (as `image <name>`, beside the bundles' serials).
     """
     if signature is None:
         _refuse_unsigned(policy, where)

@@ -1,6 +1,6 @@
 """Replay protection: the highest serial accepted per bundle and image name, in a JSON file.
 
-Shape: {"version": 1, "serials": {"<bundle name>" | "image:<image name>": <highest serial>}}.
+Shape: {"version": 1, "serials": {"<bundle name>" | "image <image name>": <highest serial>}}.
 """
 
 from __future__ import annotations
@@ -67,5 +67,6 @@ class ReplayState:
 
 
 def _key(name: str, what: str) -> str:
-    # Bundles keep their bare names (existing state files); images are "image:<name>".
-    return name if what == "bundle" else f"{what}:{name}"
+    # Bundles keep their bare names (existing state files); images are "image <name>": signed
+    # names hold no spaces, so no bundle name can take an image's place.
+    return name if what == "bundle" else f"{what} {name}"
