@@ -34,6 +34,7 @@ ZSTD_LEVEL = 3
 _BUFFER_SIZE = 4 << 20
 _SPARE_BUFFERS = 2  # one being compressed, one waiting: packing rarely waits for a buffer
 _ZERO_BLOCK = bytes(BLOCK)
+_ZERO_VIEW = memoryview(_ZERO_BLOCK)
 _TYPEFLAG = {
     Kind.FILE: b"0",
     Kind.HARDLINK: b"1",
@@ -94,7 +95,7 @@ def tar_header(entry: Entry) -> bytes:
     """The header block(s) for one entry: a pax 'x' header first when ustar is not enough."""
     path, kind, mode, uid, gid, mtime_ns, size, _, link_text, xattrs = entry
     name = path.encode("utf-8", "surrogateescape")
-    link = link_text.encode("utf-8", "surrogateescape")
+    link = link_text.encode("utf-8", "surrogateescape") if link_text else b""
     if kind is not Kind.FILE:
         size = 0
     seconds, nanos = divmod(mtime_ns, 1_000_000_000)
@@ -219,7 +220,11 @@ class _TarStream:
         finally:
             os.close(fd)
         pad = -entry.size % BLOCK
-        if pad:
+        used = self._used
+        if used + pad <= _BUFFER_SIZE:  # always, but for a file that shrank while packing
+            self._view[used : used + pad] = _ZERO_VIEW[:pad]
+            self._used = used + pad
+        else:
             self.add(_ZERO_BLOCK[:pad])
 
     def flush(self) -> None:
