@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from agent.channels import Channel, parse_channel
 from agent.devices import DeviceRef, PartPath
@@ -38,9 +39,25 @@ PRE_AGENT = "pre-agent"  # ovl.break= value the /init shim stops at, before the 
 
 @dataclass(frozen=True)
 class Url:
-    """A read-only image downloaded into RAM."""
+    """A read-only image downloaded into RAM from `value`, expected to be signed as `name`."""
 
     value: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> Url:
+        """`value` is the URL without its fragment; the name is `#name=N`, else the URL's last
+        path component, percent-decoded (what `ovl sign FILE` names the image by default)."""
+        value, _, fragment = text.partition("#")
+        if fragment:
+            key, sep, name = fragment.partition("=")
+            if key != "name" or not sep or not name:
+                raise BadInput("expected the fragment #name=<signed image name>")
+            return cls(value, name)
+        name = unquote(urlsplit(value).path.rpartition("/")[2])
+        if not name:
+            raise BadInput("no file name in the URL path; add #name=<signed image name>")
+        return cls(value, name)
 
     def __str__(self) -> str:
         return self.value
@@ -106,7 +123,7 @@ def _items(value: str) -> list[str]:
 
 def _image(text: str) -> Image:
     if text.startswith(("http://", "https://")):
-        return Url(text)
+        return Url.parse(text)
     if text.startswith("part:"):
         return PartPath.parse(text)
     return DeviceRef.parse(text)

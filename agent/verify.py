@@ -18,6 +18,7 @@ from agent.mounts import mount_partition
 from agent.trust.policy import Policy
 
 if TYPE_CHECKING:
+    from agent.cmdline import Url
     from agent.trust.age import Identity
     from agent.trust.certs import TrustStore
     from agent.trust.open import Opened, Signed
@@ -46,15 +47,17 @@ class Verifier:
             fetched.bundle, fetched.signature, self.policy, trust, self._identities, self._state()
         )
 
-    def check_image(self, image: Path, signature: Path | None, where: str) -> Signed:
-        """A downloaded root image's signer and warnings, or OvlError naming why it is refused.
+    def check_image(self, image: Path, signature: Path | None, url: Url) -> Signed:
+        """A root image downloaded from `url`: its signer and warnings, or OvlError naming why
+        it is refused (among others: signed under another name than the URL expects).
 
         Its serial is checked against, and recorded in, the bundles' replay state.
         """
         from agent.trust.open import check_image
 
         state = self._state()
-        signed = check_image(image, signature, self.policy, self._trust_store(), where, state)
+        trust, where = self._trust_store(), f"image {url}"
+        signed = check_image(image, signature, self.policy, trust, where, url.name, state)
         self.images_recorded |= state is not None and state.written
         return signed
 

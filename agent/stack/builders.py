@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.channels.base import FetchContext
-from agent.cmdline import BootConfig, Mode, Upper
+from agent.cmdline import BootConfig, Mode, Upper, Url
 from agent.errors import OvlError
 from agent.stack import btrfs, overlay, zfs
 
@@ -51,8 +51,8 @@ class OverlayBuilder:
             )
         return self.run_dir / "layers"
 
-    def _check_image(self, image: Path, signature: Path | None, url: str) -> None:
-        signed = self.verifier.check_image(image, signature, f"image {url}")
+    def _check_image(self, image: Path, signature: Path | None, url: Url) -> None:
+        signed = self.verifier.check_image(image, signature, url)
         for warning in signed.warnings:
             self._note(warning)
         if signed.signer:

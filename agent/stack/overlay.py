@@ -17,7 +17,7 @@ from agent.mounts import MountStack, mount_partition
 IMAGE_SIZE_CAP = 16 * 1024 * 1024 * 1024
 
 # Checks a downloaded image (file, signature or None, URL) or raises OvlError to refuse it.
-ImageCheck = Callable[[Path, Path | None, str], None]
+ImageCheck = Callable[[Path, Path | None, Url], None]
 
 
 def mount_images(
@@ -53,7 +53,7 @@ def _download(image: Url, run_dir: Path, index: int, ctx: FetchContext, check: I
         dest, dataclasses.replace(ctx, size_cap=IMAGE_SIZE_CAP)
     )
     try:
-        check(fetched.bundle, fetched.signature, str(image))
+        check(fetched.bundle, fetched.signature, image)
     except BaseException:
         # A refused image must not linger in RAM, nor be loop-mounted by hand later.
         for path in (fetched.bundle, fetched.signature):

@@ -137,23 +137,35 @@ def check_image(
     policy: Policy,
     trust: TrustStore,
     where: str,
+    expected: str,
     state: ReplayState | None,
 ) -> Signed:
     """A root image from the network, checked like a bundle (`ovl-image` comment), replay too.
 
-    Unsigned is refused when the policy needs a signature, else accepted with a warning. An
-    accepted serial is recorded in `state` (as `image <name>`, beside the bundles' serials).
+    Unsigned, or signed under another name than `expected`, is refused when the policy needs a
+    signature, else accepted with a warning. An accepted serial is recorded in `state` (as
+    `image <signed name>`, beside the bundles' serials).
     """
     if signature is None:
         _refuse_unsigned(policy, where)
         return Signed(None, None, None, (f"{where}: unsigned, accepted (ovl.require={policy})",))
     signed = check_signature(image, signature, policy, trust, where, IMAGE_KIND)
-    if state is None or signed.name is None or signed.serial is None:
+    if signed.name is None or signed.serial is None:
         return signed
-    what = kind_name(IMAGE_KIND)
-    rollback = _check_replay(state, signed.name, signed.serial, policy, where, what)
-    state.accept(signed.name, signed.serial, what)
-    return replace(signed, warnings=(*signed.warnings, *rollback))
+    warnings = [*signed.warnings]
+    if signed.name != expected:
+        problem = f"{where}: signed as image {signed.name!r}, expected {expected!r}"
+        if policy.needs_signature:
+            raise OvlError(
+                f"{problem}; refused (ovl.require={policy}; the URL's fragment"
+                f" #name={signed.name} expects that name)"
+            )
+        warnings.append(f"{problem}, accepted (ovl.require={policy})")
+    if state is not None:
+        what = kind_name(IMAGE_KIND)
+        warnings += _check_replay(state, signed.name, signed.serial, policy, where, what)
+        state.accept(signed.name, signed.serial, what)
+    return replace(signed, warnings=tuple(warnings))
 
 
 def _refuse_unsigned(policy: Policy, where: str) -> None:

@@ -282,12 +282,14 @@ def test_replayed_older_bundle_is_refused_and_last_known_good_boots(
     assert booted.report["bundle"]["serial"] == 5
 
 
-def _net_image(machine: Machine, *, signed: bool = True, serial: int = 5) -> Path:
+def _net_image(
+    machine: Machine, *, signed: bool = True, serial: int = 5, name: str = "base.sqfs"
+) -> Path:
     """A squashfs root image, with `<image>.minisig` by the test PKI's signer when `signed`."""
     text = f"from the network, serial {serial}"
     image = make_squashfs(machine.tmp / "net.sqfs", {"etc/os-release": text})
     if signed:
-        argv = ["sign", str(image), "--sign", str(machine.pki.signer_key), "--name", "base"]
+        argv = ["sign", str(image), "--sign", str(machine.pki.signer_key), "--name", name]
         assert ovl([*argv, "--cert", str(machine.pki.cert), "--serial", str(serial)]) == 0
     return image
 
@@ -299,12 +301,21 @@ def _assert_image_refused(booted: Booted, machine: Machine, line: str) -> None:
     assert not any((machine.paths.run_dir / "image-files").iterdir())  # no copy left in RAM
 
 
-def test_image_downloaded_over_http_into_ram(machine: Machine, server: LoopbackServer) -> None:
-    url = _serve(server, _net_image(machine), "/base.sqfs")
-    booted = machine.boot(f"ovl.root={url}", root=False)
+def _assert_signed_image_boots(booted: Booted, url: str) -> None:
     assert booted.read("etc/os-release") == "from the network, serial 5"
     assert f"ovl: stack: image {url}: signed by alice" in booted.lines
     assert booted.report["recoverable_errors"] == []
+
+
+def _assert_image_boots_with(booted: Booted, warning: str) -> None:
+    assert booted.read("etc/os-release") == "from the network, serial 5"
+    assert f"ovl: stack: {warning}" in booted.lines
+    assert booted.report["recoverable_errors"] == [f"stack: {warning}"]
+
+
+def test_image_downloaded_over_http_into_ram(machine: Machine, server: LoopbackServer) -> None:
+    url = _serve(server, _net_image(machine), "/base.sqfs")
+    _assert_signed_image_boots(machine.boot(f"ovl.root={url}", root=False), url)
 
 
 def test_unsigned_image_over_http_is_refused_before_it_is_mounted(
@@ -329,10 +340,29 @@ def test_unsigned_image_boots_with_a_warning_under_require_none(
 ) -> None:
     url = _serve(server, _net_image(machine, signed=False), "/base.sqfs")
     booted = machine.boot(f"ovl.root={url} ovl.require=none", root=False)
-    assert booted.read("etc/os-release") == "from the network, serial 5"
-    warning = f"image {url}: unsigned, accepted (ovl.require=none)"
-    assert f"ovl: stack: {warning}" in booted.lines
-    assert booted.report["recoverable_errors"] == [f"stack: {warning}"]
+    _assert_image_boots_with(booted, f"image {url}: unsigned, accepted (ovl.require=none)")
+
+
+def test_image_signed_under_another_name_is_refused_unless_the_url_names_it(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    url = _serve(server, _net_image(machine, name="other"), "/base.sqfs")
+    refused = machine.boot(f"ovl.root={url}", root=False)
+    line = (
+        f"image {url}: signed as image 'other', expected 'base.sqfs'; refused"
+        " (ovl.require=signed; the URL's fragment #name=other expects that name)"
+    )
+    _assert_image_refused(refused, machine, line)
+    _assert_signed_image_boots(machine.boot(f"ovl.root={url}#name=other", root=False), url)
+
+
+def test_image_signed_under_another_name_boots_with_a_warning_under_require_none(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    url = _serve(server, _net_image(machine, name="other"), "/base.sqfs")
+    booted = machine.boot(f"ovl.root={url} ovl.require=none", root=False)
+    warning = "signed as image 'other', expected 'base.sqfs', accepted (ovl.require=none)"
+    _assert_image_boots_with(booted, f"image {url}: {warning}")
 
 
 @pytest.mark.parametrize("bundle", [True, False], ids=["with-bundle", "image-only"])
@@ -350,13 +380,13 @@ def test_older_image_serial_is_refused_unless_rollback_is_allowed(
     first = machine.boot(f"ovl.root={url} {fleet}", root=False)
     assert first.read("etc/os-release") == "from the network, serial 5"
     replay = json.loads((machine.paths.run_dir / "replay.json").read_text())
-    assert replay["serials"] == {"image base": 5, **({"fleet": 5} if bundle else {})}
+    assert replay["serials"] == {"image base.sqfs": 5, **({"fleet": 5} if bundle else {})}
     kept = "kept as last-known-good" if bundle else "replay state (image serials) kept"
     assert f"ovl: cache: {kept} on part:{state}:/ovl" in first.lines
     _serve(server, _net_image(machine, serial=4), "/base.sqfs")
     second = machine.boot(f"ovl.root={url} {fleet}", root=False)
     line = (
-        f"image {url}: serial 4 of image 'base' is older than the last accepted (5);"
+        f"image {url}: serial 4 of image 'base.sqfs' is older than the last accepted (5);"
         " refusing a replay (ovl.require=...,allow-rollback overrides)"
     )
     _assert_image_refused(second, machine, line)

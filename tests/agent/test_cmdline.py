@@ -65,11 +65,43 @@ def test_gist_base_moves_the_gist_url() -> None:
             "part:UUID=1234:/images/base.sqfs",
             PartPath(DeviceRef(DeviceKind.UUID, "1234"), "/images/base.sqfs"),
         ),
-        ("https://h/base.sqfs", Url("https://h/base.sqfs")),
+        ("https://h/base.sqfs", Url("https://h/base.sqfs", "base.sqfs")),
     ],
 )
 def test_each_image_form_parses(text: str, image: object) -> None:
     assert parse_cmdline(f"ovl.root={text}").images == (image,)
+
+
+@pytest.mark.parametrize(
+    ("text", "image"),
+    [
+        ("http://boot/images/base.sqfs?x=1", Url("http://boot/images/base.sqfs?x=1", "base.sqfs")),
+        (
+            "http://boot/a%20b/debian%2D12.sqfs",
+            Url("http://boot/a%20b/debian%2D12.sqfs", "debian-12.sqfs"),
+        ),
+        ("http://boot/base-2026-11.sqfs#name=base", Url("http://boot/base-2026-11.sqfs", "base")),
+        ("http://boot/?img=1#name=base", Url("http://boot/?img=1", "base")),
+    ],
+)
+def test_an_image_url_expects_its_file_name_unless_its_fragment_names_one(
+    text: str, image: Url
+) -> None:
+    assert parse_cmdline(f"ovl.root={text}").images == (image,)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("http://boot/images/", "no file name in the URL path; add #name="),
+        ("http://boot/base.sqfs#base", "expected the fragment #name="),
+        ("http://boot/base.sqfs#name=", "expected the fragment #name="),
+    ],
+)
+def test_an_image_url_without_a_name_is_refused(text: str, reason: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        parse_cmdline(f"ovl.root={text}")
+    assert str(exc.value) == f"ovl.root={text}: {reason}<signed image name>"
 
 
 def test_images_stack_bottom_to_top_in_the_given_order() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.channels.base import FetchContext
-from agent.cmdline import Upper
+from agent.cmdline import Upper, Url
 from agent.console import Console
 from agent.devices import DeviceRef, PartPath
 from agent.mounts import MountStack
@@ -30,7 +30,7 @@ def _ctx(tmp_path: Path) -> FetchContext:
     )
 
 
-def local_only(image: Path, signature: Path | None, url: str) -> None:
+def local_only(image: Path, signature: Path | None, url: Url) -> None:
     raise AssertionError(f"{url}: images on devices and partitions are not signature-checked")
 
 

@@ -51,7 +51,8 @@ def test_signature_is_checked_by_the_agent_as_a_named_image_with_a_serial_of_now
     assert report == {"signer": "alice", "name": "base.sqfs", "signature": str(signature)}
     assert f"trusted comment: ovl-image name=base.sqfs serial={serial}\n" in signature.read_text()
     state = ReplayState(tmp_path / "replay.json")
-    signed = check_image(image, signature, SIGNED, TrustStore.load(pki.keys), "image x", state)
+    trust = TrustStore.load(pki.keys)
+    signed = check_image(image, signature, SIGNED, trust, "image x", "base.sqfs", state)
     assert (signed.signer, signed.name, signed.serial, signed.warnings) == (
         "alice",
         "base.sqfs",
@@ -64,7 +65,8 @@ def test_signature_is_checked_by_the_agent_as_a_named_image_with_a_serial_of_now
 def _check(pki: Pki, image: Path, state: ReplayState, policy: str = "signed") -> tuple[str, ...]:
     signature = image.with_name("base.sqfs.minisig")
     trust = TrustStore.load(pki.keys)
-    return check_image(image, signature, parse_policy(policy), trust, "image u", state).warnings
+    policy_ = parse_policy(policy)
+    return check_image(image, signature, policy_, trust, "image u", "base.sqfs", state).warnings
 
 
 def test_an_older_image_serial_is_refused_and_kept_apart_from_bundle_names(
