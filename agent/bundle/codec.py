@@ -8,6 +8,7 @@ from enum import Enum
 from typing import BinaryIO, cast
 
 from agent.bundle.armour import Base64Reader, Readable, ReadStream, looks_armoured
+from agent.bundle.zstdframes import ZSTD_MAGIC, ZstdFrameCheck
 from agent.errors import BadInput
 
 _HEAD = 512
@@ -32,7 +33,7 @@ def _compression_of(head: bytes) -> Compression | None:
     # Tar first: a plain tar's first name may well begin with two bytes that pass for zlib.
     if _is_tar_header(head):
         return Compression.NONE
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
+    if head.startswith(ZSTD_MAGIC):
         return Compression.ZSTD
     if head.startswith(b"\x1f\x8b"):
         return Compression.GZIP
@@ -146,8 +147,6 @@ class _ZlibReader(ReadStream):
 def _decompressor(compression: Compression, source: Readable) -> Readable:
     if compression is Compression.ZSTD:
         import zstandard
-
-        from agent.bundle.zstdframes import ZstdFrameCheck
 
         reader: Readable = zstandard.ZstdDecompressor().stream_reader(
             cast(BinaryIO, ZstdFrameCheck(source)), read_across_frames=True

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from agent.bundle.armour import ReadStream
+from agent.bundle.zstdframes import ZSTD_MAGIC
 from agent.errors import BadInput
 
 SKIPPABLE_MAGIC = 0x184D2A5B
 TRAILER_MAGIC = b"ovlindex"
 FORMAT = "ovl-frame-index/1"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _HEAD = struct.Struct("<II")  # skippable magic, payload size
 _TAIL = struct.Struct("<I8s")  # payload size again, TRAILER_MAGIC: found from the file's end
 _MAX_INDEX_BYTES = 64 << 20  # compressed or not; a 150,000-layer index is ~6 MiB of JSON
@@ -60,7 +60,7 @@ def read_index(raw: BinaryIO) -> list[Frame] | None:
     The read position is left anywhere. BadInput when an index is there but damaged or does
     not describe this file."""
     raw.seek(0)
-    if raw.read(len(_ZSTD_MAGIC)) != _ZSTD_MAGIC:
+    if raw.read(len(ZSTD_MAGIC)) != ZSTD_MAGIC:
         return None
     end = raw.seek(0, 2)
     if end < _HEAD.size + _TAIL.size:
@@ -161,7 +161,7 @@ class FrameRanges(ReadStream):
                 return b""
             offset, self._left = self._ranges.pop()
             self._raw.seek(offset)
-            if self._raw.read(len(_ZSTD_MAGIC)) != _ZSTD_MAGIC:
+            if self._raw.read(len(ZSTD_MAGIC)) != ZSTD_MAGIC:
                 raise BadInput(
                     f"bundle: frame index does not describe this file (no frame at byte {offset})"
                 )

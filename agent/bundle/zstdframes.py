@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from agent.bundle.armour import Readable, ReadStream
 
-_ZSTD_MAGIC = 0xFD2FB528
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # how every zstd frame starts
+_FRAME_MAGIC = int.from_bytes(ZSTD_MAGIC, "little")
 _SKIPPABLE_MASK, _SKIPPABLE = 0xFFFFFFF0, 0x184D2A50
 _DICT_ID_BYTES = (0, 1, 2, 4)
 _CONTENT_SIZE_BYTES = (0, 2, 4, 8)  # Frame_Content_Size_flag 0 means 1 byte when single-segment
@@ -63,7 +64,7 @@ class ZstdFrameCheck(ReadStream):
         """Act on a complete header piece: what to pass next, and what to gather after it."""
         state = self._state
         if state == "magic":
-            if value == _ZSTD_MAGIC:
+            if value == _FRAME_MAGIC:
                 self._state, self._need = "descriptor", 1
             elif value & _SKIPPABLE_MASK == _SKIPPABLE:
                 self._state, self._need = "skippable", 4

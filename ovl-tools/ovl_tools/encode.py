@@ -71,20 +71,6 @@ class _Passthrough:
         return None
 
 
-class _ZstdWriter:
-    def __init__(self, out: Sink | BinaryIO, level: int) -> None:
-        # threads=-1: one worker per CPU, as `zstd -T0` does.
-        compressor = zstandard.ZstdCompressor(level=level, threads=-1)
-        self._stream = compressor.stream_writer(cast(BinaryIO, out), closefd=False)
-
-    def write(self, data: bytes | memoryview, /) -> int:
-        self._stream.write(data)
-        return len(data)
-
-    def finish(self) -> None:
-        self._stream.flush(zstandard.FLUSH_FRAME)
-
-
 class _Counted:
     """Counts the bytes written through it to `out`."""
 
@@ -100,10 +86,13 @@ class _Counted:
 
 class FramedZstdWriter:
     """zstd cut into independent frames where the writer says (`cut`), each labelled with what
-    its entries belong to (`label`), and the frame index after the last frame."""
+    its entries belong to (`label`), and (`indexed`) the frame index after the last frame.
+    Unindexed and never cut, it is plain zstd in one frame."""
 
-    def __init__(self, out: Sink | BinaryIO, level: int) -> None:
+    def __init__(self, out: Sink | BinaryIO, level: int, *, indexed: bool) -> None:
         self._out = _Counted(out)
+        self.indexed = indexed
+        # threads=-1: one worker per CPU, as `zstd -T0` does.
         compressor = zstandard.ZstdCompressor(level=level, threads=-1)
         self._stream = compressor.stream_writer(cast(BinaryIO, self._out), closefd=False)
         self._frames: list[Frame] = []
@@ -137,7 +126,8 @@ class FramedZstdWriter:
 
     def finish(self) -> None:
         self.cut()
-        self._out.write(encode_index(self._frames))
+        if self.indexed:
+            self._out.write(encode_index(self._frames))
 
 
 class _GzipWriter:
@@ -204,10 +194,8 @@ def open_encoder(
     below: Sink | BinaryIO = out if armour is None else armour
     compressor: Sink
     match compression:
-        case Compression.ZSTD if framed and armour is None:
-            compressor = FramedZstdWriter(below, chosen)
         case Compression.ZSTD:
-            compressor = _ZstdWriter(below, chosen)
+            compressor = FramedZstdWriter(below, chosen, indexed=framed and armour is None)
         case Compression.GZIP:
             compressor = _GzipWriter(below, chosen)
         case Compression.ZLIB:
@@ -225,7 +213,9 @@ class Encoder:
     def __init__(self, compressor: Sink, armour: ArmorWriter | None) -> None:
         self._compressor = compressor
         self._armour = armour
-        self.framed = compressor if isinstance(compressor, FramedZstdWriter) else None
+        self.framed = (
+            compressor if isinstance(compressor, FramedZstdWriter) and compressor.indexed else None
+        )
 
     def write(self, data: bytes | memoryview, /) -> int:
         return self._compressor.write(data)

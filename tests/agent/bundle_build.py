@@ -182,3 +182,16 @@ class PipeLike(io.RawIOBase):
         chunk = self._data.read(len(buffer))
         buffer[: len(chunk)] = chunk
         return len(chunk)
+
+
+class ShortReads(io.RawIOBase):
+    """A source that hands out at most `step` bytes a read, as decompressors may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data, self._step, self._at = data, step, 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        size = self._step if size < 0 else min(size, self._step)
+        piece = self._data[self._at : self._at + size]
+        self._at += len(piece)
+        return piece

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agent.bundle.codec import open_decoded
 from agent.bundle.reader import _ForwardStream, _HeaderProblem, _StrictTarInfo
+from tests.agent.bundle_build import ShortReads
 
 FIELDS = [
     "name",
@@ -80,19 +81,6 @@ def test_base256_and_blank_fields_still_read_by_tarfile() -> None:
     block = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")[:512]
     assert parsed(_StrictTarInfo, block) == parsed(tarfile.TarInfo, block)
     assert tarfile.TarInfo.frombuf(block, "utf-8", "strict").uid == 8**8
-
-
-class ShortReads(io.RawIOBase):
-    """A source that hands out at most `step` bytes a read, as decompressors may."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self._data, self._step, self._at = data, step, 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        size = self._step if size < 0 else min(size, self._step)
-        piece = self._data[self._at : self._at + size]
-        self._at += len(piece)
-        return piece
 
 
 @settings(max_examples=200, deadline=None)

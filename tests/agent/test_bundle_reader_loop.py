@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.bundle.reader import _ForwardStream, _StrictTarInfo, tar_members
-from tests.agent.bundle_build import damage
+from tests.agent.bundle_build import ShortReads, damage
 
 FIELDS = (
     "name",
@@ -37,19 +37,6 @@ FORMATS = (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT)
 NAME_PARTS = st.text(
     alphabet=st.sampled_from("ab-_.éß\udcff"), min_size=1, max_size=60
 )  # \udcff: a byte that is not UTF-8, as surrogateescape reads it
-
-
-class ShortReads(io.RawIOBase):
-    """A source that hands out at most `step` bytes a read, as decompressors may."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self._data, self._step, self._at = data, step, 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        size = self._step if size < 0 else min(size, self._step)
-        piece = self._data[self._at : self._at + size]
-        self._at += len(piece)
-        return piece
 
 
 @st.composite
