@@ -56,7 +56,8 @@ class OverlayBuilder:
         for warning in signed.warnings:
             self._note(warning)
         if signed.signer:
-            self.ctx.console.line("stack", f"image {url}: signed by {signed.signer}")
+            serial = "" if signed.serial is None else f", serial {signed.serial}"
+            self.ctx.console.line("stack", f"image {url}: signed by {signed.signer}{serial}")
 
     def _note(self, line: str) -> None:
         self.notes.append(line)

@@ -303,7 +303,7 @@ def _assert_image_refused(booted: Booted, machine: Machine, line: str) -> None:
 
 def _assert_signed_image_boots(booted: Booted, url: str) -> None:
     assert booted.read("etc/os-release") == "from the network, serial 5"
-    assert f"ovl: stack: image {url}: signed by alice" in booted.lines
+    assert f"ovl: stack: image {url}: signed by alice, serial 5" in booted.lines
     assert booted.report["recoverable_errors"] == []
 
 

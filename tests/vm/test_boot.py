@@ -320,11 +320,13 @@ def test_root_images_stack_bottom_to_top_from_a_disk_and_from_the_server(
     bundle = pack_bundle("fleet.ovl", {"ovl.json": MANIFEST, "etc/motd": "fleet motd\n"})
     extra = bundle.parent / "extra.sqfs"
     run(["mksquashfs", upper_tree, extra, "-quiet", "-all-root"])
-    ovl("sign", extra, "--sign", signer.key, "--cert", signer.cert)  # images over http are checked
+    # images over http are checked
+    ovl("sign", extra, "--sign", signer.key, "--cert", signer.cert, "--serial", "7")
     cmdline = f"{FETCH} ovl.root=/dev/vda,http://10.0.2.100/extra.sqfs"
     with StaticServer(bundle.parent) as server:
         seen = boot_vm(cmdline, server.port, alpha(test_root))
-    assert "ovl: stack: image http://10.0.2.100/extra.sqfs: signed by vm-test" in seen.agent_lines()
+    signed_line = "ovl: stack: image http://10.0.2.100/extra.sqfs: signed by vm-test, serial 7"
+    assert signed_line in seen.agent_lines()
     assert seen.files["/etc/hostname"] == "second-image"
     assert seen.files["/etc/release-note"] == "from the second image"
     assert seen.files["/etc/base-only"] == "from the image"
