@@ -113,6 +113,18 @@ def _has_surrogates(text: str) -> bool:
     return False
 
 
+def _read_some(fd: int, view: memoryview, path: str) -> int:
+    """Read at least one byte of the file `path` (open as `fd`) into `view`, which the file
+    was big enough to fill when it was examined."""
+    try:
+        count = os.readv(fd, [view])
+    except OSError as exc:
+        raise OvlError(f"{path}: changed while packing ({exc})") from exc
+    if not count:
+        raise OvlError(f"{path}: changed while packing (unexpected end of data)")
+    return count
+
+
 class TarWriter:
     """Tar blocks gathered in one reused buffer and handed to the encoder 4 MiB at a time;
     file data is read straight into that buffer. With a framed encoder, zstd frames are cut at
@@ -159,6 +171,29 @@ class TarWriter:
             self._used += len(data)
         self._offset += len(data)
 
+    def add_file(self, header: bytes, path: str, size: int) -> None:
+        """Append an entry: `header`, then `size` bytes of the file at `path` padded to a whole
+        block. Most files of a tree are small: theirs is read straight into the buffer."""
+        start = self._used + len(header)
+        end = start + size + (-size % tarfile.BLOCKSIZE)
+        if end > _COPY_BUFFER:
+            self.write(header)
+            self.copy_file(path, size)
+            return
+        view = self._view
+        view[self._used : start] = header
+        if size:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                done = start
+                while done < start + size:
+                    done += _read_some(fd, view[done : start + size], path)
+            finally:
+                os.close(fd)
+            view[done:end] = _ZERO_BLOCK[: end - done]
+        self._offset += end - self._used
+        self._used = end
+
     def copy_file(self, path: str, size: int) -> None:
         """Append `size` bytes of the file at `path`, padded to a whole block."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -168,12 +203,7 @@ class TarWriter:
                 if self._used == _COPY_BUFFER:
                     self._flush()
                 end = self._used + min(remaining, _COPY_BUFFER - self._used)
-                try:
-                    count = os.readv(fd, [self._view[self._used : end]])
-                except OSError as exc:
-                    raise OvlError(f"{path}: changed while packing ({exc})") from exc
-                if not count:
-                    raise OvlError(f"{path}: changed while packing (unexpected end of data)")
+                count = _read_some(fd, self._view[self._used : end], path)
                 self._used += count
                 remaining -= count
         finally:

@@ -14,7 +14,8 @@ from ovl_tools.encode import ARMOR_BEGIN, ARMOR_END
 from ovl_tools.pack import PackOptions, pack_directory
 
 from agent.bundle.codec import Compression, Encoding, open_decoded
-from agent.errors import BadInput
+from agent.errors import BadInput, OvlError
+from tests.conftest import Mounts
 
 # A file capability (cap_net_raw+ep, VFS v2): binary xattr bytes that must survive unchanged.
 CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
@@ -145,6 +146,27 @@ def test_failed_pack_leaves_no_output_and_no_temp_file(tmp_path: Path) -> None:
     os.mknod(src / "sock", 0o600 | 0o140000)
     dest = tmp_path / "out" / "b.ovl"
     with pytest.raises(BadInput, match="socket cannot be packed"):
+        pack_directory(src, dest, PackOptions())
+    assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("size", [10, 1 << 20], ids=["small", "over-the-buffer"])
+def test_file_that_reads_shorter_than_its_size_fails_the_pack_naming_it(
+    tmp_path: Path, mounts: Mounts, size: int
+) -> None:
+    """A sysfs attribute says 4096 bytes and reads a few: the same as a file truncated while it
+    is packed. Bind-mounted over a file of `size` bytes, so both read paths (a small file read
+    with its header, a big one copied on its own) meet it."""
+    src = make_tree(tmp_path / "src")
+    (src / "etc/padding").write_bytes(os.urandom(size))  # fills the buffer before it, or not
+    shrinking = src / "etc/shrinking"
+    shrinking.write_bytes(b"")
+    subprocess.run(["mount", "--bind", "/sys/kernel/uevent_seqnum", str(shrinking)], check=True)
+    mounts.track(shrinking)
+    assert shrinking.stat().st_size > len(shrinking.read_bytes())
+    dest = tmp_path / "out" / "b.ovl"
+    with pytest.raises(OvlError, match=rf"^{shrinking}: changed while packing \(unexpected end"):
         pack_directory(src, dest, PackOptions())
     assert list(dest.parent.iterdir()) == []
 
