@@ -33,8 +33,8 @@ def _mac(index: int) -> str:
 
 
 def _write_tree(root: Path) -> None:
-    """A base, LAYERS one-machine layers of ~40 kB (noise: about that much compressed), one
-    big layer for every machine, and base entries after the layers."""
+    """A base, LAYERS one-machine layers of ~40 kB (noise: about that much compressed), two
+    big layers for every machine, and base entries after the layers."""
     rng = __import__("random").Random(5)
     (root / "etc").mkdir(parents=True)
     (root / "etc/fleet.conf").write_text("fleet = test\n")
@@ -45,9 +45,12 @@ def _write_tree(root: Path) -> None:
         (folder / "hostname").write_text(f"host-{index}\n")
         (folder / "key").write_bytes(rng.randbytes(40_000))
         os.link(folder / "hostname", folder / "hostname.bak")
-    big = root / "layers/20-x86_64/opt"
-    big.mkdir(parents=True)
-    (big / "blob").write_bytes(rng.randbytes(3 * MIN_FRAME))
+    # Frames of 1 MiB or more are ended on a thread of their own while the next one is
+    # written (ovl_tools.encode): two such layers in a row, then base entries.
+    for layer, size in (("20-x86_64", 5 * MIN_FRAME), ("30-x86_64", 5 * MIN_FRAME)):
+        big = root / "layers" / layer / "opt"
+        big.mkdir(parents=True)
+        (big / "blob").write_bytes(rng.randbytes(size))
     (root / "layers/20-x86_64/etc").mkdir()
     (root / "layers/20-x86_64/etc/.wh.fleet.conf").touch()
     (root / "usr/lib").mkdir(parents=True)
@@ -111,7 +114,7 @@ def test_one_machine_reads_its_frames_and_gets_what_a_full_read_gives(
     assert "etc/fleet.conf" not in indexed and "usr/lib/tail.so" in indexed
     frames = read_index(packed.open("rb"))
     assert frames is not None
-    own = {f"10-mac={_mac(machine)}", "20-x86_64"}
+    own = {f"10-mac={_mac(machine)}", "20-x86_64", "30-x86_64"}
     needed = sum(frame.compressed for frame in frames if frame.base or own & set(frame.layers))
     index_frame = packed.stat().st_size - sum(frame.compressed for frame in frames)
     assert needed <= read <= needed + index_frame + 4 * len(frames)

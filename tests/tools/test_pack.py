@@ -171,6 +171,23 @@ def test_file_that_reads_shorter_than_its_size_fails_the_pack_naming_it(
     assert list(dest.parent.iterdir()) == []
 
 
+@pytest.mark.subprocess
+def test_full_disk_fails_the_pack_with_one_line_and_leaves_nothing(
+    tmp_path: Path, mounts: Mounts
+) -> None:
+    """Layers of 1.5 MiB of noise each: their frames are ended on a second thread
+    (ovl_tools.encode), where the write that finds the disk full may happen."""
+    src = tmp_path / "src"
+    for n in range(4):
+        (src / f"layers/1{n}-x86_64").mkdir(parents=True)
+        (src / f"layers/1{n}-x86_64/blob").write_bytes(os.urandom(3 << 19))
+    small = mounts.mount("tmpfs", tmp_path / "small", "-t", "tmpfs", "-o", "size=2M")
+    with pytest.raises(OvlError, match=r"No space left on device$") as raised:
+        pack_directory(src, small / "b.ovl", PackOptions())
+    assert "\n" not in str(raised.value)
+    assert list(small.iterdir()) == []
+
+
 def test_output_inside_the_packed_tree_is_refused(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     with pytest.raises(BadInput, match="inside the directory"):
