@@ -17,8 +17,9 @@ Prints a table: step, ovl, baseline, ratio, target, and the peak RSS of each com
   small file each, 300,000 entries), written as a pax tar straight into zstd: the peak RSS must
   stay flat however many layers the bundle holds (target <= 100 MiB).
 Each figure is the best wall-clock time of --repeat runs of the whole command (CLI start-up
-included), page cache warm; peak RSS is the child's own (wait4), in MiB. ovl pack fsyncs its
-output before renaming it into place; tar does not. The machine may be shared: see the load.
+included), ovl and its baseline in turns so that both meet the same load, page cache warm;
+peak RSS is the child's own (wait4), in MiB. ovl pack fsyncs its output before renaming it
+into place; tar does not. The machine may be shared: see the load.
 """
 
 from __future__ import annotations
@@ -116,24 +117,36 @@ def generate_many_layers(bundle: Path, layers: int) -> None:
             tar.addfile(member, io.BytesIO(data))
 
 
-def measure(argv: list[str], repeat: int, fresh_dir: Path | None = None) -> Measured:
-    """Run `argv` `repeat` times (stdout discarded); best time, highest peak RSS (wait4)."""
-    best, peak = float("inf"), 0
+def run_once(argv: list[str], fresh_dir: Path | None = None) -> Measured:
+    """Run `argv` once (stdout discarded): its wall-clock time and its own peak RSS (wait4)."""
+    if fresh_dir is not None:
+        shutil.rmtree(fresh_dir, ignore_errors=True)
+    started = time.perf_counter()
+    # Popen + wait4 rather than agent.run.run(): the peak RSS must be this child's own.
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    errors = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        code = os.waitstatus_to_exitcode(status)
+        raise SystemExit(f"{' '.join(argv)}: exit {code}: {errors.decode()}")
+    return Measured(elapsed, usage.ru_maxrss / 1024)
+
+
+def measure_pair(
+    ovl: list[str], base: list[str], repeat: int, fresh_dir: Path | None = None
+) -> tuple[Measured, Measured]:
+    """`ovl` and its baseline run in turns, `repeat` times each, so both meet the same load:
+    the best time and the highest peak RSS of each."""
+    runs: tuple[list[Measured], list[Measured]] = ([], [])
     for _ in range(repeat):
-        if fresh_dir is not None:
-            shutil.rmtree(fresh_dir, ignore_errors=True)
-        started = time.perf_counter()
-        # Popen + wait4 rather than agent.run.run(): the peak RSS must be this child's own.
-        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert child.stderr is not None
-        errors = child.stderr.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        elapsed = time.perf_counter() - started
-        if child.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)}: exit {child.returncode}: {errors.decode()}")
-        best, peak = min(best, elapsed), max(peak, usage.ru_maxrss)
-    return Measured(best, peak / 1024)
+        runs[0].append(run_once(ovl, fresh_dir))
+        runs[1].append(run_once(base))
+    ovl_best, base_best = (
+        Measured(min(m.seconds for m in ms), max(m.peak_rss_mib for m in ms)) for ms in runs
+    )
+    return ovl_best, base_best
 
 
 def print_row(step: str, ovl: Measured, base: Measured, target: float, baseline: str) -> None:
@@ -205,9 +218,12 @@ def main() -> int:
         )
 
         ovl_bundle, tar_bundle = work / "tree.ovl", work / "tree.tar.zst"
-        ovl_pack = measure([OVL, "pack", str(tree), "-o", str(ovl_bundle)], args.repeat)
         tar_create = ["tar", "--format=pax", "--xattrs", "--sort=name", "-I", "zstd -3 -T0"]
-        tar_pack = measure([*tar_create, "-cf", str(tar_bundle), "-C", str(tree), "."], args.repeat)
+        ovl_pack, tar_pack = measure_pair(
+            [OVL, "pack", str(tree), "-o", str(ovl_bundle)],
+            [*tar_create, "-cf", str(tar_bundle), "-C", str(tree), "."],
+            args.repeat,
+        )
         print_row(
             f"pack {content / 2**20:.0f} MiB tree (zstd -3 -T0)",
             ovl_pack,
@@ -220,17 +236,21 @@ def main() -> int:
         (binaries / "usr/lib").mkdir(parents=True)
         (tree / "usr/lib/big").rename(binaries / "usr/lib/big")
         for part, files_in in (("  small files only", tree), ("  4 binaries only", binaries)):
-            ovl_part = measure([OVL, "pack", str(files_in), "-o", str(work / "p.ovl")], args.repeat)
-            tar_part = [*tar_create, "-cf", str(work / "p.tar.zst"), "-C", str(files_in), "."]
-            print_reference(part, ovl_part, measure(tar_part, args.repeat), "tar -I zstd")
+            ovl_part, tar_part = measure_pair(
+                [OVL, "pack", str(files_in), "-o", str(work / "p.ovl")],
+                [*tar_create, "-cf", str(work / "p.tar.zst"), "-C", str(files_in), "."],
+                args.repeat,
+            )
+            print_reference(part, ovl_part, tar_part, "tar -I zstd")
         (binaries / "usr/lib/big").rename(tree / "usr/lib/big")
 
         facts = work / "facts.json"
         facts.write_text(json.dumps({"macs": [fleet_mac(args.layers // 2)]}))
         target = work / "applied"
         apply = [OVL, "apply", str(fleet_bundle), "--target", str(target), "--facts", str(facts)]
-        ovl_apply = measure(apply, args.repeat, fresh_dir=target)
-        zstd_read = measure(["zstd", "-dc", str(fleet_bundle)], args.repeat)
+        ovl_apply, zstd_read = measure_pair(
+            apply, ["zstd", "-dc", str(fleet_bundle)], args.repeat, fresh_dir=target
+        )
         print_row(
             f"apply 1 of {args.layers:,} layers", ovl_apply, zstd_read, 1.25, "zstd -dc > /dev/null"
         )
@@ -240,15 +260,17 @@ def main() -> int:
             subprocess.run(["zstd", "-3", "-T0", "-c"], stdin=decode.stdout, stdout=out, check=True)
             decode.wait()
         apply[2] = str(plain_bundle)
-        plain_apply = measure(apply, args.repeat, fresh_dir=target)
-        plain_read = measure(["zstd", "-dc", str(plain_bundle)], args.repeat)
+        plain_apply, plain_read = measure_pair(
+            apply, ["zstd", "-dc", str(plain_bundle)], args.repeat, fresh_dir=target
+        )
         print_reference(
             "  same, no frame index (full read)", plain_apply, plain_read, "zstd -dc > /dev/null"
         )
         facts.write_text(json.dumps({"macs": [fleet_mac(args.memory_layers // 2)]}))
         apply[2] = str(many_bundle)
-        many_apply = measure(apply, args.repeat, fresh_dir=target)
-        many_read = measure(["zstd", "-dc", str(many_bundle)], args.repeat)
+        many_apply, many_read = measure_pair(
+            apply, ["zstd", "-dc", str(many_bundle)], args.repeat, fresh_dir=target
+        )
         # The target here is memory: 300,000 headers and almost no data make any time ratio
         # against zstd a measure of per-entry cost, shown as such.
         verdict = "ok" if many_apply.peak_rss_mib <= MEMORY_TARGET_MIB else "MISSED"
