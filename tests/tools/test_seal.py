@@ -91,6 +91,33 @@ def test_open_writes_the_plain_bundle_and_refuses_a_tampered_one(
     assert not (tmp_path / "plain2").exists()
 
 
+def test_seal_and_open_json_say_what_was_written_and_opened(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = _bundle(tmp_path)
+    out = tmp_path / "fleet.ovl.age"
+    capsys.readouterr()
+    assert _seal(pki, bundle, out, "-r", pki.node_recipient, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "out": str(out),
+        "signature": f"{out}.minisig",
+        "name": "fleet",
+        "serial": 12,
+        "encrypted": True,
+    }
+    plain = tmp_path / "plain"
+    argv = ["open", str(out), "-i", str(pki.node_identity), "--keys", str(pki.keys), "--json"]
+    assert main([*argv, "-o", str(plain)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "out": str(plain),
+        "signer": "alice",
+        "serial": 12,
+        "encrypted": True,
+        "warnings": [],
+    }
+    assert plain.read_bytes() == bundle.read_bytes()
+
+
 def test_passphrase_seal_opens_with_the_passphrase(
     pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,7 +188,7 @@ def test_keys_certify_revoke_and_list(
 
 
 def test_per_machine_outputs_hold_only_matching_layers_for_each_key(
-    pki: Pki, tmp_path: Path
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     layers = ["00", "10-arch=aarch64", "20-mac=52:54:00:aa:bb:01"]
     bundle = _bundle(tmp_path, layers)
@@ -185,10 +212,15 @@ def test_per_machine_outputs_hold_only_matching_layers_for_each_key(
     for machine in ("web-1", "arm-1"):
         assert main(["keys", "node-new", machine, "-d", str(recipients)]) == 0
     out = tmp_path / "per-mac"
-    assert (
-        _seal(pki, bundle, out, "--per-machine", str(fleet), "--recipients-dir", str(recipients))
-        == 0
-    )
+    capsys.readouterr()
+    per_machine = ["--per-machine", str(fleet), "--recipients-dir", str(recipients), "--json"]
+    assert _seal(pki, bundle, out, *per_machine) == 0
+    listed = json.loads(capsys.readouterr().out)["machines"]
+    assert [(m["machine"], Path(m["out"]).name, m["layers"], m["serial"]) for m in listed] == [
+        ("arm-1", "52-54-00-aa-bb-03.ovl", 2, 12),
+        ("web-1", "52-54-00-aa-bb-01.ovl", 2, 12),
+    ]
+    assert all(Path(m["signature"]).is_file() for m in listed)
     assert sorted(p.name for p in out.iterdir()) == [
         f"52-54-00-aa-bb-0{n}.ovl{s}" for n in (1, 3, 4) for s in ("", ".minisig")
     ]

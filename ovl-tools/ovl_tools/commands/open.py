@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +33,16 @@ def run(args: argparse.Namespace) -> int:
         shutil.move(opened.path, args.out)
     else:
         shutil.copyfile(opened.path, args.out)
+    if args.json:
+        summary = {
+            "out": str(args.out),
+            "signer": opened.signer,
+            "serial": opened.serial,
+            "encrypted": opened.encrypted,
+            "warnings": list(opened.warnings),
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
     signer = opened.signer or "nobody (unsigned or uncertified)"
     print(f"{args.out}: opened; signed by {signer}, serial {opened.serial}")
     return 0
@@ -66,4 +77,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--state", type=Path, help="replay state file to check and update")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="PLAIN")
+    parser.add_argument("--json", action="store_true", help="print what was opened as JSON")
     parser.set_defaults(func=run)

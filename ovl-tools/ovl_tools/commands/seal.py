@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,19 @@ def run(args: argparse.Namespace) -> int:
             certificate=args.cert,
             armor=args.armor,
         )
+        if args.json:
+            machines = [
+                {
+                    "machine": machine,
+                    "out": str(done.out),
+                    "signature": f"{done.out}.minisig",
+                    "layers": done.layers,
+                    "serial": done.serial,
+                }
+                for machine, done in results
+            ]
+            print(json.dumps({"machines": machines}, indent=2))
+            return 0
         for machine, done in results:
             print(f"{machine}: {done.out} ({done.layers} layer(s), serial {done.serial})")
         return 0
@@ -70,6 +84,16 @@ def run(args: argparse.Namespace) -> int:
         passphrase=_passphrase() if args.passphrase else None,
         armor=args.armor,
     )
+    if args.json:
+        summary = {
+            "out": str(sealed.out),
+            "signature": str(sealed.signature),
+            "name": sealed.name,
+            "serial": sealed.serial,
+            "encrypted": sealed.encrypted,
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
     state = "encrypted" if sealed.encrypted else "plaintext"
     print(f"{sealed.out}: {state}, {name} serial {serial}; signature {sealed.signature}")
     return 0
@@ -119,4 +143,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --per-machine: DIR/MACHINE.age.pub (or .pub ssh-ed25519) per machine",
     )
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT")
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
     parser.set_defaults(func=run)
