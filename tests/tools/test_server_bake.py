@@ -169,10 +169,13 @@ def test_history_rollback_and_cherry_pick(tmp_path: Path, root: Path) -> None:
     assert f"{LAYER}/etc/app.conf" not in files and files["etc/issue"] == b"v1\n"
     assert json.loads(files["ovl.json"])["serial"] == 3
     # a rolled-back delta is not baked in again by the next bake
-    assert "nothing to bake" in ovl("server", "--root", str(root), "bake").stdout
+    again = json.loads(ovl("server", "--root", str(root), "bake", "--json").stdout)
+    assert again == {"published": [], "unchanged": ["kiosk", "lab"]}
 
-    pick = ovl("server", "--root", str(root), "cherry-pick", sha[:10], "--to", "kiosk")
+    pick = ovl("server", "--root", str(root), "cherry-pick", sha[:10], "--to", "kiosk", "--json")
     assert pick.returncode == 0, pick.stderr
+    (picked,) = json.loads(pick.stdout)["published"]
+    assert (picked["profile"], picked["version"], picked["action"]) == ("kiosk", 2, "cherry-pick")
     kiosk = current_files(root, "kiosk")
     assert kiosk["etc/app.conf"] == b"one\n" and kiosk["etc/.wh.issue"] == b""
 

@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     imp.add_argument("profile")
     imp.add_argument("bundle", type=Path)
     imp.add_argument("--signature", type=Path, help="its .minisig (default: beside the bundle)")
+    _json_option(imp)
     imp.set_defaults(func=_import)
 
     machine = sub.add_parser("add-machine", help="register a machine and its node public key")
@@ -50,6 +51,7 @@ def register(subparsers: Any) -> None:
     bake_parser = sub.add_parser("bake", help="bake pending deltas into new versions")
     bake_parser.add_argument("--profile", help="only this profile (default: all)")
     bake_parser.add_argument("--layer-order", type=int, default=bake.DEFAULT_LAYER_ORDER)
+    _json_option(bake_parser)
     bake_parser.set_defaults(func=_bake)
 
     watch = sub.add_parser("watch", help="bake whenever new deltas land")
@@ -64,12 +66,34 @@ def register(subparsers: Any) -> None:
     back = sub.add_parser("rollback", help="republish an old version as the newest")
     back.add_argument("version", type=int)
     back.add_argument("--profile", required=True)
+    _json_option(back)
     back.set_defaults(func=_rollback)
 
     pick = sub.add_parser("cherry-pick", help="merge one delta into a profile's base layer")
     pick.add_argument("delta", help="<machine>/<sha256> or a unique sha256 prefix")
     pick.add_argument("--to", dest="profile", required=True, metavar="PROFILE")
+    _json_option(pick)
     pick.set_defaults(func=_cherry_pick)
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"published": [version...], "unchanged": [profile...]} as JSON',
+    )
+
+
+def _report(args: argparse.Namespace, published: list[Version], unchanged: list[str]) -> None:
+    """What a publishing action did: one line a profile, or one JSON document."""
+    if args.json:
+        versions = [{"profile": v.profile, **v.meta} for v in published]
+        print(json.dumps({"published": versions, "unchanged": unchanged}, indent=2))
+        return
+    for version in published:
+        _announce(version)
+    for profile in unchanged:
+        print(f"{profile}: nothing to bake")
 
 
 def _signer(args: argparse.Namespace) -> Signer | None:
@@ -117,7 +141,8 @@ def _import(args: argparse.Namespace) -> int:
     beside = args.bundle.with_name(args.bundle.name + ".minisig")
     if signature is None and beside.is_file():
         signature = beside
-    _announce(history.import_bundle(Store(args.root), args.profile, args.bundle, signature))
+    imported = history.import_bundle(Store(args.root), args.profile, args.bundle, signature)
+    _report(args, [imported], [])
     return 0
 
 
@@ -156,12 +181,17 @@ def _bake(args: argparse.Namespace) -> int:
     store = Store(args.root)
     sign = _signer(args)
     profiles = [check_name("profile", args.profile)] if args.profile else store.profiles()
+    published: list[Version] = []
+    unchanged: list[str] = []
     for profile in profiles:
         version = bake.bake(store, profile, sign, args.layer_order)
-        if version is None:
-            print(f"{profile}: nothing to bake")
-        else:
-            _announce(version)
+        done, same = ([version], []) if version is not None else ([], [profile])
+        if not args.json:  # each profile as it is baked: a bake can take a while
+            _report(args, done, same)
+        published += done
+        unchanged += same
+    if args.json:
+        _report(args, published, unchanged)
     return 0
 
 
@@ -195,10 +225,12 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    _announce(history.rollback(Store(args.root), args.profile, args.version, _signer(args)))
+    version = history.rollback(Store(args.root), args.profile, args.version, _signer(args))
+    _report(args, [version], [])
     return 0
 
 
 def _cherry_pick(args: argparse.Namespace) -> int:
-    _announce(history.cherry_pick(Store(args.root), args.delta, args.profile, _signer(args)))
+    version = history.cherry_pick(Store(args.root), args.delta, args.profile, _signer(args))
+    _report(args, [version], [])
     return 0
