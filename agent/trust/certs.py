@@ -53,6 +53,17 @@ def cert_comment(name: str, expires: datetime) -> str:
     return f"{CERT_KIND} name={name} expires={format_expiry(expires)}"
 
 
+def cert_fields(comment: str, where: str) -> tuple[str, datetime]:
+    """The signer name and expiry a certificate's trusted comment states; BadInput otherwise."""
+    fields = comment_fields(comment, CERT_KIND, f"{where}: certificate")
+    name = fields.get("name", "")
+    try:
+        expires = datetime.fromisoformat(fields.get("expires", ""))
+    except ValueError as exc:
+        raise BadInput(f"{where}: certificate of {name!r} has no valid expires=") from exc
+    return name, expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class SignerCert:
     name: str
@@ -116,14 +127,7 @@ class TrustStore:
             raise OvlError(
                 f"{where}: signer key {signer.id_hex} is not certified by a trusted root ({exc})"
             ) from exc
-        fields = comment_fields(cert.trusted_comment, CERT_KIND, f"{where}: certificate")
-        name = fields.get("name", "")
-        try:
-            expires = datetime.fromisoformat(fields.get("expires", ""))
-        except ValueError as exc:
-            raise BadInput(f"{where}: certificate of {name!r} has no valid expires=") from exc
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
+        name, expires = cert_fields(cert.trusted_comment, where)
         if signer.id_hex in self.revoked:
             raise OvlError(f"{where}: signer {name!r} (key {signer.id_hex}) is revoked")
         if (now or datetime.now(UTC)) >= expires:

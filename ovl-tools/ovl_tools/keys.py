@@ -17,6 +17,8 @@ from agent.trust.certs import (
     REVOKED_FILE,
     TrustStore,
     cert_comment,
+    cert_fields,
+    format_expiry,
     parse_revoked,
 )
 from agent.trust.minisign import (
@@ -144,12 +146,60 @@ def revoke(root_key: Path, keys_dir: Path, targets: list[str], reason: str) -> f
     return parse_revoked(text)
 
 
-def describe_key_file(path: Path) -> str | None:
-    """One line about an ovl key file, or None when `path` is not one."""
+@dataclass(frozen=True)
+class KeyFile:
+    """What `ovl keys list` says of one key file."""
+
+    path: Path
+    kind: str  # public key, secret key, certificate, age recipient, unreadable
+    key_id: str | None = None  # upper-case hex; None where the file does not show it
+    detail: str = ""  # the key's comment, a certificate's trusted comment, a recipient
+    certified_by: str | None = None  # a certificate's root key id
+    expires: datetime | None = None  # a certificate's expiry
+
+    def line(self) -> str:
+        key_id = self.key_id or ("-" if self.kind == "age recipient" else "?") * 16
+        kind = f"{self.kind:<12}"
+        if self.kind == "certificate":
+            return f"{key_id}  {kind} {self.path.name}  by root {self.certified_by}: {self.detail}"
+        return f"{key_id}  {kind} {self.path.name}  {self.detail}".rstrip()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": str(self.path),
+            "kind": self.kind,
+            "key_id": self.key_id,
+            "detail": self.detail,
+            "certified_by": self.certified_by,
+            "expires": None if self.expires is None else format_expiry(self.expires),
+        }
+
+
+def describe_key_file(path: Path) -> KeyFile | None:
+    """What an ovl key file is, or None when `path` is not one."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
         return None
+    try:
+        if path.suffix == ".pub" and not path.name.endswith(".age.pub"):
+            pub = parse_public_key(text, str(path))
+            return KeyFile(path, "public key", pub.id_hex, pub.comment)
+        if path.suffix == ".key":
+            if is_password_protected(text):
+                return KeyFile(path, "secret key", None, "(password-protected)")
+            key = load_secret_key(path)
+            return KeyFile(path, "secret key", key_id_hex(key.key_id))
+        if path.suffix == ".cert":
+            cert = read_certificate(path)
+            _, expires = cert_fields(cert.comment, f"certificate {path}")
+            by = cert.signature.key_id_hex
+            return KeyFile(path, "certificate", cert.signer.id_hex, cert.comment, by, expires)
+        if path.name.endswith(".age.pub"):
+            return KeyFile(path, "age recipient", None, text.strip())
+    except (OvlError, ValueError, IndexError):
+        return KeyFile(path, "unreadable")
+    return None
     try:
         if path.suffix == ".pub" and not path.name.endswith(".age.pub"):
             pub = parse_public_key(text, str(path))

@@ -186,6 +186,24 @@ def test_keys_certify_revoke_and_list(
     assert "certificate  alice.cert" in listing
     assert any(f"{key_id}  revoked" in listing for key_id in signer_id)
 
+    assert main(["keys", "list", str(pki.keys), str(pki.cert.parent), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    by_file = {Path(entry["file"]).name: entry for entry in listed["files"]}
+    root_id = TrustStore.load(pki.keys).roots[0].id_hex
+    cert = by_file["alice.cert"]
+    assert (cert["kind"], cert["certified_by"]) == ("certificate", root_id)
+    assert cert["key_id"] in signer_id  # the signer this test revoked
+    assert cert["expires"] is not None and cert["expires"] in cert["detail"]
+    assert by_file["root.pub"] == {
+        "file": str(pki.keys / "root.pub"),
+        "kind": "public key",
+        "key_id": root_id,
+        "detail": by_file["root.pub"]["detail"],
+        "certified_by": None,
+        "expires": None,
+    }
+    assert [entry["key_id"] for entry in listed["revoked"]] == sorted(signer_id)
+
 
 def test_per_machine_outputs_hold_only_matching_layers_for_each_key(
     pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from pathlib import Path
 from agent.errors import BadInput
 from agent.trust.certs import REVOKED_FILE, TrustStore
 from ovl_tools.keys import (
+    KeyFile,
     certify,
     describe_key_file,
     new_node_identity,
@@ -74,16 +76,27 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    files: list[KeyFile] = []
+    revoked: list[tuple[Path, str]] = []
     for directory in args.dirs:
         if not directory.is_dir():
             raise BadInput(f"{directory}: not a directory")
-        for path in sorted(directory.iterdir()):
-            line = describe_key_file(path)
-            if line:
-                print(line)
+        described = (describe_key_file(path) for path in sorted(directory.iterdir()))
+        files += [key_file for key_file in described if key_file is not None]
         if (directory / REVOKED_FILE).exists():
-            for key_id in sorted(TrustStore.load(directory).revoked):
-                print(f"{key_id}  revoked      {REVOKED_FILE}")
+            ids = sorted(TrustStore.load(directory).revoked)
+            revoked += [(directory / REVOKED_FILE, key_id) for key_id in ids]
+    if args.json:
+        listing = {
+            "files": [key_file.to_json() for key_file in files],
+            "revoked": [{"key_id": key_id, "list": str(where)} for where, key_id in revoked],
+        }
+        print(json.dumps(listing, indent=2))
+        return 0
+    for key_file in files:
+        print(key_file.line())
+    for _, key_id in revoked:
+        print(f"{key_id}  revoked      {REVOKED_FILE}")
     return 0
 
 
@@ -140,4 +153,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     lst = sub.add_parser("list", help="list key files and revocations", description="List keys.")
     lst.add_argument("dirs", nargs="*", type=Path, default=[Path("keys")], metavar="DIR")
+    lst.add_argument("--json", action="store_true", help="print the listing as JSON")
     lst.set_defaults(func=_list)
