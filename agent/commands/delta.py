@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     pack = actions.add_parser("pack", help="pack the upper dir into the spool")
     pack.add_argument("--upper", type=Path, default=DEFAULT_UPPER, help="default %(default)s")
     pack.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="default %(default)s")
+    pack.add_argument("--json", action="store_true", help="print what was spooled as JSON")
     pack.set_defaults(func=_pack)
 
     ship = actions.add_parser("ship", help="upload spooled deltas to the server")
@@ -44,10 +45,11 @@ def register(sub: Any) -> None:
     )
     ship.add_argument("--tries", type=int, default=8, help="attempts per delta (default 8)")
     ship.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    ship.add_argument("--json", action="store_true", help="print how many were shipped as JSON")
     ship.set_defaults(func=_ship)
 
     status = actions.add_parser("spool-status", help="list deltas waiting to be shipped")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="print the listing as JSON")
     status.set_defaults(func=_status)
 
 
@@ -63,7 +65,12 @@ def _pack(args: argparse.Namespace) -> int:
     spool = Spool(args.spool)
     with spool.locked():
         added = spool.add(lambda out: write_delta(walk_upper(args.upper, rules.wanted), out))
-    if added is None:
+    if args.json:
+        import json
+
+        spooled = None if added is None else {"sha256": added.sha256, "size": added.size}
+        print(json.dumps({"spooled": spooled}))
+    elif added is None:
         print("ovl-agent: delta unchanged since the last one; nothing spooled")
     else:
         print(f"ovl-agent: spooled delta {added.sha256} ({added.size} bytes)")
@@ -95,7 +102,12 @@ def _ship(args: argparse.Namespace) -> int:
     spool = Spool(args.spool)
     with spool.locked():
         shipped = shipper.ship_all(spool)
-    print(f"ovl-agent: shipped {shipped} delta(s)")
+    if args.json:
+        import json
+
+        print(json.dumps({"shipped": shipped}))
+    else:
+        print(f"ovl-agent: shipped {shipped} delta(s)")
     return 0
 
 

@@ -42,7 +42,16 @@ def test_pack_spools_once_per_change_and_ship_empties_the_spool(tmp_path: Path) 
     assert "shipped 1 delta(s)" in ship.stdout
     status = json.loads(agent("delta", "--spool", spool, "spool-status", "--json").stdout)
     assert status["pending"] == [] and status["last_shipped"] == first.stdout.split()[3]
-    assert "nothing spooled" in agent(*pack).stdout  # same content as the one shipped
+    assert json.loads(agent(*pack, "--json").stdout) == {"spooled": None}  # as the one shipped
+
+    (upper / "etc/motd").write_text("changed\n")
+    spooled = json.loads(agent(*pack, "--json").stdout)["spooled"]
+    (file,) = Path(spool).glob(f"*-{spooled['sha256']}.tar.zst")
+    assert spooled["size"] == file.stat().st_size
+    with running_server(root) as url:
+        ship = agent("delta", "--spool", spool, "ship", "--server", url,
+                     "--machine-id", "node1", "--key", str(sec), "--json")  # fmt: skip
+    assert json.loads(ship.stdout) == {"shipped": 1}
 
 
 def test_missing_upper_is_one_line_exit_2(tmp_path: Path) -> None:
