@@ -128,8 +128,8 @@ def run_once(argv: list[str], fresh_dir: Path | None = None) -> Measured:
     errors = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
         raise SystemExit(f"{' '.join(argv)}: exit {code}: {errors.decode()}")
     return Measured(elapsed, usage.ru_maxrss / 1024)
 

@@ -26,7 +26,7 @@ from agent.tarwrite import MAX_ID, MAX_NUMBER, ustar_block
 from ovl_tools.encode import open_encoder
 from ovl_tools.progress import Progress
 from ovl_tools.tarstream import MIN_FRAME as MIN_FRAME  # re-exported: tests size trees by it
-from ovl_tools.tarstream import TarWriter, header_block
+from ovl_tools.tarstream import TarWriter, _folder_of, header_block
 from ovl_tools.writeback import EarlyWriteback
 
 # Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
@@ -58,33 +58,30 @@ def _sorted_names(directory: str) -> list[str]:
     return names
 
 
-def _walk(root: Path) -> Iterator[tuple[str, str, os.stat_result, str | None]]:
-    """(relative name, path, lstat, layer folder) of everything below `root`, depth first,
-    siblings in byte order; the folder is that of tarstream.folder_of, found once a directory.
+def _walk(root: Path) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(relative name, path, lstat) of everything below `root`, depth first, siblings in byte
+    order.
 
     A directory's whole subtree follows it directly, as `tar --sort=name` writes it; GNU tar
     only restores a directory's mtime correctly when its entries are contiguous.
     """
     top = os.fspath(root).rstrip("/") or "/"
     base = top if top.endswith("/") else top + "/"
-    # Per directory being listed: its names left, its prefix, its entries' layer folder, and
-    # whether its entries are layer folders themselves (the children of layers/).
-    pending: list[tuple[Iterator[str], str, str | None, bool]] = [
-        (iter(_sorted_names(top)), "", None, False)
-    ]
+    pending: list[Iterator[str]] = [iter(_sorted_names(top))]
+    prefixes = [""]
     while pending:
-        names, prefix, folder, are_folders = pending[-1]
-        name = next(names, None)
+        name = next(pending[-1], None)
         if name is None:
             pending.pop()
+            prefixes.pop()
             continue
-        rel = prefix + name
+        rel = prefixes[-1] + name
         path = base + rel
         st = os.lstat(path)
-        own = name if are_folders else folder
-        yield rel, path, st, own
+        yield rel, path, st
         if stat.S_ISDIR(st.st_mode):
-            pending.append((iter(_sorted_names(path)), rel + "/", own, rel == "layers"))
+            pending.append(iter(_sorted_names(path)))
+            prefixes.append(rel + "/")
 
 
 def _xattrs(path: str) -> dict[str, str]:
@@ -192,7 +189,8 @@ def write_bundle(
     entries = content = 0
     first_links: dict[tuple[str | None, int, int], str] = {}
     clamp = options.clamp_mtime
-    for name, path, st, folder in _walk(src):
+    for name, path, st in _walk(src):
+        folder = _folder_of(name)
         mtime = int(st.st_mtime) if clamp is None else min(int(st.st_mtime), clamp)
         xattrs = _xattrs(path)
         header = None if xattrs else _plain_header(name, st, mtime)

@@ -180,19 +180,17 @@ class TarWriter:
             self.write(header)
             self.copy_file(path, size)
             return
-        view = self._view
-        view[self._used : start] = header
+        self._view[self._used : start] = header
+        self._offset += len(header)
+        self._used = start
         if size:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                done = start
-                while done < start + size:
-                    done += _read_some(fd, view[done : start + size], path)
+                while self._used < start + size:
+                    self._used += _read_some(fd, self._view[self._used : start + size], path)
             finally:
                 os.close(fd)
-            view[done:end] = _ZERO_BLOCK[: end - done]
-        self._offset += end - self._used
-        self._used = end
+        self._end_data(size)
 
     def copy_file(self, path: str, size: int) -> None:
         """Append `size` bytes of the file at `path`, padded to a whole block."""
