@@ -30,10 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
 
-from ovl_tools.keys import certify, new_signing_pair  # noqa: E402
-from ovl_tools.seal import seal_bundle  # noqa: E402
-
-from agent.run import run  # noqa: E402
+from ovl.core.run import run  # noqa: E402
+from ovl.tools.keys import certify, new_signing_pair  # noqa: E402
+from ovl.tools.seal import seal_bundle  # noqa: E402
 
 TARGET_MS = 300
 EAGER = "import requests, zstandard, pyudev, cryptography.hazmat.primitives.asymmetric.ed25519"
@@ -154,7 +153,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/agent.py needs root (loop devices, mounts)")
-    python = [sys.executable, "-m", "agent"]
+    python = [sys.executable, "-m", "ovl.agent"]
     with tempfile.TemporaryDirectory(prefix="ovl-bench-agent-") as scratch:
         work = Path(scratch)
         (work / "run").mkdir()
@@ -174,9 +173,9 @@ def main() -> int:
                 f"bundle: {bundle.stat().st_size / 1e6:.1f} MB, 10 of 15 layers match,"
                 f" {args.runs} runs, target <= {TARGET_MS} ms median"
             )
-            variants = [("python -m agent", python)]
+            variants = [("python -m ovl.agent", python)]
             if args.frozen:
-                from ovl_tools.initramfs.freeze import EXECUTABLE, frozen_agent
+                from ovl.tools.initramfs.freeze import EXECUTABLE, frozen_agent
 
                 variants.append(("frozen ovl-agent", [str(frozen_agent() / EXECUTABLE)]))
             for name, agent in variants:

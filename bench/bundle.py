@@ -122,7 +122,7 @@ def run_once(argv: list[str], fresh_dir: Path | None = None) -> Measured:
     if fresh_dir is not None:
         shutil.rmtree(fresh_dir, ignore_errors=True)
     started = time.perf_counter()
-    # Popen + wait4 rather than agent.run.run(): the peak RSS must be this child's own.
+    # Popen + wait4 rather than ovl.core.run.run(): the peak RSS must be this child's own.
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert child.stderr is not None
     errors = child.stderr.read()
@@ -187,7 +187,7 @@ def main() -> int:
     many_bundle = work / "many.ovl"
     if args.generate:
         # Imported here only: the measuring process stays small (see below).
-        from ovl_tools.pack import PackOptions, pack_directory
+        from ovl.tools.pack import PackOptions, pack_directory
 
         content = generate_tree(tree, args.small, args.large_mib)
         generate_fleet(fleet, args.layers)

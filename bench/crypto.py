@@ -24,15 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
 
-from ovl_tools.keys import certify, new_node_identity, new_signing_pair  # noqa: E402
-from ovl_tools.seal import load_recipients, seal_bundle  # noqa: E402
-
-from agent.errors import OvlError  # noqa: E402
-from agent.run import run  # noqa: E402
-from agent.trust.age import load_identity_file  # noqa: E402
-from agent.trust.certs import TrustStore  # noqa: E402
-from agent.trust.open import open_sealed  # noqa: E402
-from agent.trust.policy import parse_policy  # noqa: E402
+from ovl.core.errors import OvlError  # noqa: E402
+from ovl.core.run import run  # noqa: E402
+from ovl.tools.keys import certify, new_node_identity, new_signing_pair  # noqa: E402
+from ovl.tools.seal import load_recipients, seal_bundle  # noqa: E402
+from ovl.trust.age import load_identity_file  # noqa: E402
+from ovl.trust.certs import TrustStore  # noqa: E402
+from ovl.trust.open import open_sealed  # noqa: E402
+from ovl.trust.policy import parse_policy  # noqa: E402
 
 OVL = str(Path(sys.executable).parent / "ovl")
 

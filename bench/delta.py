@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.delta.pack import write_delta
-from agent.delta.rules import Rules
-from agent.delta.upper import walk_upper
-from agent.run import run
+from ovl.core.run import run
+from ovl.delta.pack import write_delta
+from ovl.delta.rules import Rules
+from ovl.delta.upper import walk_upper
 
 WORDS = [f"word{i}" for i in range(2000)]
 

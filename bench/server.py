@@ -27,16 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ovl-tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
-from ovl_tools.keys import new_signing_pair
-from ovl_tools.server.store import Machine, Store
 
-from agent.delta.pack import write_delta
-from agent.delta.rules import Rules
-from agent.delta.ship import SIGNATURE_HEADER, trusted_comment
-from agent.delta.upper import walk_upper
-from agent.trust.signing import load_secret_key, sign_file
+from ovl.delta.pack import write_delta
+from ovl.delta.rules import Rules
+from ovl.delta.ship import SIGNATURE_HEADER, trusted_comment
+from ovl.delta.upper import walk_upper
+from ovl.tools.keys import new_signing_pair
+from ovl.tools.server.store import Machine, Store
+from ovl.trust.signing import load_secret_key, sign_file
 
-OVL = [sys.executable, "-c", "import sys; from ovl_tools.cli import main; sys.exit(main())"]
+OVL = [sys.executable, "-c", "import sys; from ovl.tools.cli import main; sys.exit(main())"]
 
 
 def free_port() -> int:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ovl_tools.cli import main as ovl
-from ovl_tools.seal import load_recipients, seal_bundle
 
-from agent.boot import BootPaths, Handover, boot
-from agent.cmdline import Phase, parse_cmdline
-from agent.console import Console
+from ovl.agent.boot import BootPaths, Handover, boot
+from ovl.agent.cmdline import Phase, parse_cmdline
+from ovl.agent.console import Console
+from ovl.tools.cli import main as ovl
+from ovl.tools.seal import load_recipients, seal_bundle
 from tests.agent.bootkit import (
     MAC,
     LoopbackServer,
@@ -28,8 +28,8 @@ from tests.agent.bootkit import (
     make_fs_image,
     make_squashfs,
 )
-from tests.agent.trust_pki import Pki, make_pki
 from tests.conftest import Mounts
+from tests.trust.trust_pki import Pki, make_pki
 
 pytestmark = pytest.mark.subprocess
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.console import Console
-from agent.facts import Facts
+from ovl.agent.console import Console
+from ovl.core.facts import Facts
 
 pytestmark = pytest.mark.subprocess
 
 
 def _agent(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *map(str, args)], capture_output=True, text=True
+        [sys.executable, "-m", "ovl.agent", *map(str, args)], capture_output=True, text=True
     )
 
 

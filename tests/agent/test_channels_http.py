@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.channels.base import FetchContext
-from agent.channels.gist import GistChannel
-from agent.channels.http import HttpChannel, wait_for_network
-from agent.console import Console
-from agent.errors import OvlError
-from agent.mounts import MountStack
+from ovl.agent.channels.base import FetchContext
+from ovl.agent.channels.gist import GistChannel
+from ovl.agent.channels.http import HttpChannel, wait_for_network
+from ovl.agent.console import Console
+from ovl.agent.mounts import MountStack
+from ovl.core.errors import OvlError
 from tests.agent.bootkit import (
     ForwardingProxy,
     LoopbackServer,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.channels.base import FetchContext
-from agent.channels.file import FileChannel
-from agent.channels.part import PartChannel
-from agent.console import Console
-from agent.devices import DeviceRef, PartPath, find_device, parse_blkid
-from agent.errors import OvlError
-from agent.facts import collect_facts, read_macs
-from agent.mounts import MountStack, is_mounted
+from ovl.agent.channels.base import FetchContext
+from ovl.agent.channels.file import FileChannel
+from ovl.agent.channels.part import PartChannel
+from ovl.agent.console import Console
+from ovl.agent.devices import DeviceRef, PartPath, find_device, parse_blkid
+from ovl.agent.facts import collect_facts, read_macs
+from ovl.agent.mounts import MountStack, is_mounted
+from ovl.core.errors import OvlError
 from tests.agent.bootkit import MAC, fake_sysfs, make_fs_image, write_tree
 from tests.conftest import Mounts
 

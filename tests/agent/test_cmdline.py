@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.channels.file import FileChannel
-from agent.channels.gist import GistChannel
-from agent.channels.http import HttpChannel
-from agent.channels.part import PartChannel
-from agent.cmdline import (
+from ovl.agent.channels.file import FileChannel
+from ovl.agent.channels.gist import GistChannel
+from ovl.agent.channels.http import HttpChannel
+from ovl.agent.channels.part import PartChannel
+from ovl.agent.cmdline import (
     BootConfig,
     Mode,
     Phase,
@@ -22,9 +22,9 @@ from agent.cmdline import (
     read_cmdline,
     split_cmdline,
 )
-from agent.devices import DeviceKind, DeviceRef, PartPath
-from agent.errors import BadInput
-from agent.trust.policy import Policy, Require
+from ovl.agent.devices import DeviceKind, DeviceRef, PartPath
+from ovl.core.errors import BadInput
+from ovl.trust.policy import Policy, Require
 
 
 def test_no_ovl_keys_gives_the_defaults() -> None:

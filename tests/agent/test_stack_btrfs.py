@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.boot import BootPaths, boot
-from agent.cmdline import parse_cmdline
-from agent.console import Console
-from agent.stack.btrfs import boot_snapshots
+from ovl.agent.boot import BootPaths, boot
+from ovl.agent.cmdline import parse_cmdline
+from ovl.agent.console import Console
+from ovl.agent.stack.btrfs import boot_snapshots
 from tests.agent.bootkit import MAC, fake_sysfs, make_bundle, make_fs_image, write_tree
 from tests.conftest import Mounts
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.channels.base import FetchContext
-from agent.cmdline import Upper, Url
-from agent.console import Console
-from agent.devices import DeviceRef, PartPath
-from agent.mounts import MountStack
-from agent.stack.overlay import mount_images, prepare_upper, stack_overlay
+from ovl.agent.channels.base import FetchContext
+from ovl.agent.cmdline import Upper, Url
+from ovl.agent.console import Console
+from ovl.agent.devices import DeviceRef, PartPath
+from ovl.agent.mounts import MountStack
+from ovl.agent.stack.overlay import mount_images, prepare_upper, stack_overlay
 from tests.agent.bootkit import make_fs_image, make_squashfs, write_tree
 from tests.conftest import Mounts
 

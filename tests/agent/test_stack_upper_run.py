@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.channels.base import FetchContext
-from agent.cmdline import Upper
-from agent.console import Console
-from agent.delta.upper import walk_upper
-from agent.devices import DeviceRef, PartPath
-from agent.mounts import MountStack
-from agent.stack.overlay import mount_images, prepare_upper, stack_overlay
+from ovl.agent.channels.base import FetchContext
+from ovl.agent.cmdline import Upper
+from ovl.agent.console import Console
+from ovl.agent.devices import DeviceRef, PartPath
+from ovl.agent.mounts import MountStack
+from ovl.agent.stack.overlay import mount_images, prepare_upper, stack_overlay
+from ovl.delta.upper import walk_upper
 from tests.agent.bootkit import make_fs_image, make_squashfs
 from tests.agent.test_stack_overlay import local_only
 from tests.conftest import Mounts

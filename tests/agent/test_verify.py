@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cmdline import Phase
+from ovl.agent.cmdline import Phase
 from tests.agent import test_boot
 from tests.agent.test_boot import Booted, Machine
 

@@ -1,12 +1,12 @@
 """The Debian cloud kernel the initramfs tests build for, fetched once by the VM harness's
-kernel cache (ovl_tools.vm.kernel), which also indexes its modules."""
+kernel cache (tests.vmkit.kernel), which also indexes its modules."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovl_tools.vm.kernel import fetch_kernel
+from tests.vmkit.kernel import fetch_kernel
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from pathlib import Path
 import requests
 import zstandard
 
-from agent.delta.pack import write_delta
-from agent.delta.rules import Rules
-from agent.delta.ship import Signer
-from agent.delta.spool import Spool
-from agent.delta.upper import walk_upper
+from ovl.delta.pack import write_delta
+from ovl.delta.rules import Rules
+from ovl.delta.ship import Signer
+from ovl.delta.spool import Spool
+from ovl.delta.upper import walk_upper
 
-OVL = [sys.executable, "-c", "import sys; from ovl_tools.cli import main; sys.exit(main())"]
+OVL = [sys.executable, "-c", "import sys; from ovl.tools.cli import main; sys.exit(main())"]
 
 
 def keypair(directory: Path, name: str) -> tuple[Path, Path]:

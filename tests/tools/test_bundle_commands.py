@@ -1,4 +1,4 @@
-"""The bundle commands end to end, in process through ovl_tools.cli.main and once as `ovl`."""
+"""The bundle commands end to end, in process through ovl.tools.cli.main and once as `ovl`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ovl_tools.cli import main
-from ovl_tools.fleet import load_fleet
+
+from ovl.tools.cli import main
+from ovl.tools.fleet import load_fleet
 
 MAC_1 = "52:54:00:aa:bb:01"
 MAC_2 = "52:54:00:aa:bb:02"

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import ovl_tools
 import pytest
-from ovl_tools.fleet import load_fleet, parse_fleet, read_facts_file
 
-import agent
-from agent.errors import BadInput
-from agent.facts import Facts
+from ovl.core.errors import BadInput
+from ovl.core.facts import Facts
+from ovl.tools.fleet import load_fleet, parse_fleet, read_facts_file
 
-FLEET_SCHEMA = json.loads((Path(ovl_tools.__file__).parent / "fleet.schema.json").read_text())
-FACTS_SCHEMA = json.loads((Path(agent.__file__).parent / "facts.schema.json").read_text())
+FLEET_SCHEMA = json.loads(resources.files("ovl.tools").joinpath("fleet.schema.json").read_text())
+FACTS_SCHEMA = json.loads(resources.files("ovl.core").joinpath("facts.schema.json").read_text())
 
 GOOD_FLEET: dict[str, Any] = {
     "version": 1,

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ovl_tools.cli import main
-from ovl_tools.initramfs.elfdeps import is_elf, read_elf
-from ovl_tools.initramfs.freeze import frozen_agent
 
+from ovl.tools.cli import main
+from ovl.tools.initramfs.elfdeps import is_elf, read_elf
+from ovl.tools.initramfs.freeze import frozen_agent
 from tests.tools.initramfs_fixtures import Kernel, debian_cloud_kernel
 
 pytestmark = pytest.mark.subprocess

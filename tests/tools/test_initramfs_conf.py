@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ovl_tools.initramfs.conf import (
+
+from ovl.core.errors import BadInput
+from ovl.tools.initramfs.conf import (
     SETTINGS,
     Compression,
     ExtraBinary,
     load_config,
     parse_assignments,
 )
-
-from agent.errors import BadInput
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ovl_tools.initramfs.cpio import Entry, char_device, directory, regular, symlink, write_newc
+
+from ovl.tools.initramfs.cpio import Entry, char_device, directory, regular, symlink, write_newc
 
 
 def sample(tmp_path: Path) -> list[Entry]:

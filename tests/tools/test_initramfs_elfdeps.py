@@ -7,14 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ovl_tools.initramfs.elfdeps import (
+
+from ovl.core.errors import OvlError
+from ovl.tools.initramfs.elfdeps import (
     is_elf,
     library_closure,
     read_elf,
     system_library_dirs,
 )
-
-from agent.errors import OvlError
 
 pytestmark = pytest.mark.subprocess
 

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ovl_tools.initramfs.freeze import (
+
+from ovl.tools.initramfs.freeze import (
     EXECUTABLE,
     cache_root,
     freeze_key,
@@ -42,10 +43,10 @@ def test_frozen_agent_has_every_agent_module_and_no_admin_tools(tmp_path: Path) 
     pyz = tmp_path / "PYZ.pyz"
     pyz.write_bytes(CArchiveReader(str(agent / EXECUTABLE)).extract("PYZ.pyz"))
     modules = set(ZlibArchiveReader(str(pyz)).toc)
-    assert not any(m.startswith("ovl_tools") for m in modules)
+    assert not any(m.startswith(("ovl.tools", "ovl.initramfs")) for m in modules)
     sources = Path(__file__).resolve().parents[2] / "agent"
     expected = {
-        ".".join(("agent", *p.relative_to(sources).with_suffix("").parts)).removesuffix(".__init__")
+        ".".join(p.relative_to(sources).with_suffix("").parts).removesuffix(".__init__")
         for p in sources.rglob("*.py")
         if p.name != "__main__.py"
     }

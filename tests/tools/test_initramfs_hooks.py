@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ovl_tools.cli import main
 
+from ovl.tools.cli import main
 from tests.tools.initramfs_fixtures import Kernel, debian_cloud_kernel
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.root, pytest.mark.slow]

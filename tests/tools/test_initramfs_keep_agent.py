@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ovl_tools.cli import main
-from ovl_tools.initramfs.conf import load_config
-from ovl_tools.initramfs.freeze import frozen_agent
 
-from agent.errors import BadInput
+from ovl.core.errors import BadInput
+from ovl.tools.cli import main
+from ovl.tools.initramfs.conf import load_config
+from ovl.tools.initramfs.freeze import frozen_agent
 from tests.conftest import Mounts
 from tests.tools.initramfs_fixtures import debian_cloud_kernel
 from tests.tools.server_fixtures import keypair, ovl, running_server

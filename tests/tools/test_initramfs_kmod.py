@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ovl_tools.initramfs.kmod import (
+
+from ovl.tools.initramfs.kmod import (
     ModuleIndex,
     module_index,
     module_name,
     select_modules,
     subset_indexes,
 )
-
 from tests.tools.initramfs_fixtures import Kernel, debian_cloud_kernel
 
 pytestmark = pytest.mark.subprocess

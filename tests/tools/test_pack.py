@@ -10,11 +10,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from ovl_tools.encode import ARMOR_BEGIN, ARMOR_END
-from ovl_tools.pack import PackOptions, pack_directory
 
-from agent.bundle.codec import Compression, Encoding, open_decoded
-from agent.errors import BadInput, OvlError
+from ovl.core.errors import BadInput, OvlError
+from ovl.format.codec import Compression, Encoding, open_decoded
+from ovl.format.encode import ARMOR_BEGIN, ARMOR_END
+from ovl.tools.pack import PackOptions, pack_directory
 from tests.conftest import Mounts
 
 # A file capability (cap_net_raw+ep, VFS v2): binary xattr bytes that must survive unchanged.
@@ -176,7 +176,7 @@ def test_full_disk_fails_the_pack_with_one_line_and_leaves_nothing(
     tmp_path: Path, mounts: Mounts
 ) -> None:
     """Layers of 1.5 MiB of noise each: their frames are ended on a second thread
-    (ovl_tools.encode), where the write that finds the disk full may happen."""
+    (ovl.format.encode), where the write that finds the disk full may happen."""
     src = tmp_path / "src"
     for n in range(4):
         (src / f"layers/1{n}-x86_64").mkdir(parents=True)

@@ -1,5 +1,5 @@
-"""pack's header builder (on agent.tarwrite) writes exactly the bytes tarfile's pax writer writes,
-for plain entries and for every entry that needs pax records."""
+"""pack's header builder (on ovl.format.tarwrite) writes exactly the bytes tarfile's pax writer
+writes, for plain entries and for every entry that needs pax records."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import tarfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ovl_tools.tarstream import header_block
+
+from ovl.format.tarstream import header_block
 
 TYPES = (
     tarfile.REGTYPE,

@@ -10,13 +10,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from ovl_tools.pack import PackOptions, pack_directory
-from ovl_tools.plan import layers_for, merged_tree, plan_machine
 
-from agent.bundle.apply import apply_bundle
-from agent.bundle.codec import Compression
-from agent.bundle.scan import scan_bundle
-from agent.facts import Facts
+from ovl.core.facts import Facts
+from ovl.format.apply import apply_bundle
+from ovl.format.codec import Compression
+from ovl.format.scan import scan_bundle
+from ovl.tools.pack import PackOptions, pack_directory
+from ovl.tools.plan import layers_for, merged_tree, plan_machine
 
 FACTS = Facts(arch="x86_64")
 # Three layers this machine gets (one without favors) and one it does not.

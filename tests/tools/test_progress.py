@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ovl_tools.progress import Progress, counting_reader
+from ovl.tools.progress import Progress, counting_reader
 
 
 class Terminal(io.StringIO):

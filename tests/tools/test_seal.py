@@ -8,16 +8,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ovl_tools.cli import main
-from ovl_tools.pack import PackOptions, pack_directory
 
-from agent.bundle.codec import open_decoded
-from agent.bundle.scan import scan_bundle
-from agent.trust.age import load_identity_file
-from agent.trust.certs import TrustStore
-from agent.trust.open import open_sealed
-from agent.trust.policy import parse_policy
-from tests.agent.trust_pki import Pki, make_pki
+from ovl.format.codec import open_decoded
+from ovl.format.scan import scan_bundle
+from ovl.tools.cli import main
+from ovl.tools.pack import PackOptions, pack_directory
+from ovl.trust.age import load_identity_file
+from ovl.trust.certs import TrustStore
+from ovl.trust.open import open_sealed
+from ovl.trust.policy import parse_policy
+from tests.trust.trust_pki import Pki, make_pki
 
 
 @pytest.fixture

@@ -9,16 +9,17 @@ import shutil
 import subprocess
 import tarfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import pytest
-from ovl_tools.server.layers import Layer, Member, merge_layers
-from ovl_tools.server.store import Store
 
-from agent.bundle.frameindex import read_index
-from agent.delta.pack import write_delta
-from agent.delta.rules import Rules
-from agent.delta.upper import walk_upper
+from ovl.delta.pack import write_delta
+from ovl.delta.rules import Rules
+from ovl.delta.upper import walk_upper
+from ovl.format.frameindex import read_index
+from ovl.tools.server.layers import Layer, Member, merge_layers
+from ovl.tools.server.store import Store
 from tests.tools.server_fixtures import keypair, make_bundle, ovl, read_bundle_files
 
 MAC = "52:54:00:12:34:56"
@@ -252,9 +253,9 @@ def test_sweep_tmp_drops_only_what_is_old(tmp_path: Path) -> None:
 def test_records_the_server_writes_match_their_shipped_schemas(tmp_path: Path, root: Path) -> None:
     import jsonschema
 
-    schemas = Path(__file__).resolve().parents[2] / "ovl-tools/ovl_tools/server"
-    machine_schema = json.loads((schemas / "machine.schema.json").read_text())
-    version_schema = json.loads((schemas / "version.schema.json").read_text())
+    schemas = resources.files("ovl.tools.server")
+    machine_schema = json.loads(schemas.joinpath("machine.schema.json").read_text())
+    version_schema = json.loads(schemas.joinpath("version.schema.json").read_text())
     jsonschema.validate(json.loads((root / "machines/node1.json").read_text()), machine_schema)
     accept(Store(root), "node1", delta_file(tmp_path, "s", {"etc/x": b"x\n"}), 1)
     assert ovl("server", "--root", str(root), "bake").returncode == 0

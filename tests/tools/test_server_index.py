@@ -12,16 +12,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ovl_tools.encode import open_encoder
-from ovl_tools.server.layers import read_bundle, write_bundle
-from ovl_tools.tarstream import MIN_FRAME, TarWriter
 
-from agent.bundle.apply import apply_bundle
-from agent.bundle.codec import Compression
-from agent.bundle.frameindex import SKIPPABLE_MAGIC, read_index
-from agent.errors import OvlError
-from agent.facts import Facts
-from tests.agent.bundle_build import CountingFile, PipeLike, snapshot
+from ovl.core.errors import OvlError
+from ovl.core.facts import Facts
+from ovl.format.apply import apply_bundle
+from ovl.format.codec import Compression
+from ovl.format.encode import open_encoder
+from ovl.format.frameindex import SKIPPABLE_MAGIC, read_index
+from ovl.format.tarstream import MIN_FRAME, TarWriter
+from ovl.tools.server.layers import read_bundle, write_bundle
+from tests.format.bundle_build import CountingFile, PipeLike, snapshot
 
 MACHINES = 30
 UNLINKED = 4  # this machine's hardlink target is dropped before writing: the link carries data

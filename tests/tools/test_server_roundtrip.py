@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from ovl_tools.server.bake import bake
-from ovl_tools.server.history import import_bundle, rollback
-from ovl_tools.server.signing import certified_signer
-from ovl_tools.server.store import Machine, Store
 
-from agent.bundle.apply import apply_bundle
-from agent.delta.pack import write_delta
-from agent.delta.rules import Rules
-from agent.delta.upper import walk_upper
-from agent.facts import Facts
-from agent.trust.certs import TrustStore
-from agent.trust.open import check_signature
-from agent.trust.policy import Policy
-from tests.agent.test_delta_upper import change_merged, make_lower, overlay, tree
-from tests.agent.trust_pki import make_pki
+from ovl.core.facts import Facts
+from ovl.delta.pack import write_delta
+from ovl.delta.rules import Rules
+from ovl.delta.upper import walk_upper
+from ovl.format.apply import apply_bundle
+from ovl.tools.server.bake import bake
+from ovl.tools.server.history import import_bundle, rollback
+from ovl.tools.server.signing import certified_signer
+from ovl.tools.server.store import Machine, Store
+from ovl.trust.certs import TrustStore
+from ovl.trust.open import check_signature
+from ovl.trust.policy import Policy
+from tests.delta.test_delta_upper import change_merged, make_lower, overlay, tree
+from tests.trust.trust_pki import make_pki
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.root]
 

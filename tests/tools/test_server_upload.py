@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from ovl_tools.server.store import Store
 
-from agent.delta.ship import Backoff, Refused, Shipper
-from agent.delta.spool import Spool
-from agent.errors import OvlError
+from ovl.core.errors import OvlError
+from ovl.delta.ship import Backoff, Refused, Shipper
+from ovl.delta.spool import Spool
+from ovl.tools.server.store import Store
 from tests.tools.server_fixtures import keypair, ovl, running_server, spool_tree, stock_signer
 
 pytestmark = pytest.mark.subprocess
@@ -66,7 +66,7 @@ def test_shipped_delta_is_stored_once_and_reshipping_is_idempotent(
 def _header_for(stored: Path, tmp_path: Path, delta: object) -> str:
     import base64
 
-    from agent.delta.ship import trusted_comment
+    from ovl.delta.ship import trusted_comment
 
     comment = trusted_comment("node1", delta.sha256, delta.created_ns)  # type: ignore[attr-defined]
     text = stock_signer(tmp_path / "keys/node1.key")(stored, comment)
@@ -179,7 +179,7 @@ def test_signed_but_hostile_delta_is_rejected_before_it_can_break_a_bake(
 
     import zstandard
 
-    from agent.delta.spool import SpooledDelta
+    from ovl.delta.spool import SpooledDelta
 
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -8,15 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from ovl_tools.cli import main
-from ovl_tools.seal import load_certified
 
-from agent.errors import OvlError
-from agent.trust.certs import TrustStore
-from agent.trust.open import check_image, check_signature
-from agent.trust.policy import parse_policy
-from agent.trust.replay import ReplayState
-from tests.agent.trust_pki import Pki, make_pki
+from ovl.core.errors import OvlError
+from ovl.tools.cli import main
+from ovl.tools.seal import load_certified
+from ovl.trust.certs import TrustStore
+from ovl.trust.open import check_image, check_signature
+from ovl.trust.policy import parse_policy
+from ovl.trust.replay import ReplayState
+from tests.trust.trust_pki import Pki, make_pki
 
 SIGNED = parse_policy("signed")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ovl_tools.writeback import STEP, EarlyWriteback
+from ovl.core.writeback import STEP, EarlyWriteback
 
 
 def test_writeback_starts_every_step_and_the_file_is_whole(tmp_path: Path) -> None:

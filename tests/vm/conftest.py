@@ -2,7 +2,7 @@
 
 Each guest boots the Debian cloud kernel under QEMU with an initramfs built by
 `ovl initramfs build`, reaches its bundle server as http://10.0.2.100/ and boots the test root,
-whose init prints `OVL-TEST ...` lines (ovl_tools/vm/test-init.sh) that the tests read.
+whose init prints `OVL-TEST ...` lines (ovl.tools/vm/test-init.sh) that the tests read.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from ovl_tools.vm.initrd import build_initrd
-from ovl_tools.vm.kernel import Kernel, fetch_kernel
-from ovl_tools.vm.markers import GuestReport
-from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine
-from ovl_tools.vm.rootimage import build_test_root
-from ovl_tools.vm.sealing import Signer, make_signer, seal_tree
+
+from tests.vmkit.initrd import build_initrd
+from tests.vmkit.kernel import Kernel, fetch_kernel
+from tests.vmkit.markers import GuestReport
+from tests.vmkit.qemu import Boot, Machine, VirtualMachine
+from tests.vmkit.rootimage import build_test_root
+from tests.vmkit.sealing import Signer, make_signer, seal_tree
 
 BOOT_TIMEOUT = 180.0  # seconds for one whole boot under TCG, with room for a busy 2-core host
 # What initramfs/init prints when it drops to an emergency or ovl.break shell.

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ovl_tools.vm.debianroot import debian_root
-from ovl_tools.vm.disk import DiskFs, make_disk
-from ovl_tools.vm.httpserve import StaticServer
-from ovl_tools.vm.kernel import Kernel
-from ovl_tools.vm.markers import GuestReport
-from ovl_tools.vm.ovlcommand import ovl
-from ovl_tools.vm.qemu import Machine
-from ovl_tools.vm.rootimage import reporting_init_script
-from ovl_tools.vm.sealing import Signer
 
-from agent.run import run
+from ovl.core.run import run
+from tests.vmkit.debianroot import debian_root
+from tests.vmkit.disk import DiskFs, make_disk
+from tests.vmkit.httpserve import StaticServer
+from tests.vmkit.kernel import Kernel
+from tests.vmkit.markers import GuestReport
+from tests.vmkit.ovlcommand import ovl
+from tests.vmkit.qemu import Machine
+from tests.vmkit.rootimage import reporting_init_script
+from tests.vmkit.sealing import Signer
 
 pytestmark = pytest.mark.vm
 

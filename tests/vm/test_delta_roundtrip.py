@@ -20,14 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ovl_tools.vm.debianroot import debian_root
-from ovl_tools.vm.disk import DiskFs, make_disk
-from ovl_tools.vm.markers import GuestReport
-from ovl_tools.vm.qemu import Machine
-from ovl_tools.vm.rootimage import reporting_init_script
-from ovl_tools.vm.sealing import Signer
 
 from tests.tools.server_fixtures import keypair, ovl, running_server
+from tests.vmkit.debianroot import debian_root
+from tests.vmkit.disk import DiskFs, make_disk
+from tests.vmkit.markers import GuestReport
+from tests.vmkit.qemu import Machine
+from tests.vmkit.rootimage import reporting_init_script
+from tests.vmkit.sealing import Signer
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.root]
 

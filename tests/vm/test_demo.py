@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ovl_tools import demo
-from ovl_tools.vm.kernel import Kernel
 
-from agent.facts import Facts
-from agent.favors import match_layers
+from ovl.core.facts import Facts
+from ovl.format.favors import match_layers
+from tests.vmkit import demo
+from tests.vmkit.kernel import Kernel
 
 
 def test_demo_fleet_gives_the_demo_vm_its_layers_and_not_the_other_machines() -> None:

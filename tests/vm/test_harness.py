@@ -7,14 +7,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from ovl_tools.vm.httpserve import StaticServer
-from ovl_tools.vm.kernel import Kernel, fetch_kernel, resolve_package
-from ovl_tools.vm.markers import GuestReport
-from ovl_tools.vm.qemu import Boot, Machine, VirtualMachine, qemu_argv
-from ovl_tools.vm.rootimage import build_test_root
 
-from agent.errors import OvlError
-from agent.run import run
+from ovl.core.errors import OvlError
+from ovl.core.run import run
+from tests.vmkit.httpserve import StaticServer
+from tests.vmkit.kernel import Kernel, fetch_kernel, resolve_package
+from tests.vmkit.markers import GuestReport
+from tests.vmkit.qemu import Boot, Machine, VirtualMachine, qemu_argv
+from tests.vmkit.rootimage import build_test_root
 
 
 @pytest.mark.subprocess

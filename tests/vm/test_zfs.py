@@ -1,7 +1,7 @@
 """zfs mode in real boots: a pool made in the guest, then a fresh clone of its snapshot per boot.
 
 The host's kernel need not have zfs: DKMS builds the modules for the guest kernel
-(ovl_tools/vm/zfs.py), and the pool is created by the guest itself in a first boot that runs
+(ovl.tools/vm/zfs.py), and the pool is created by the guest itself in a first boot that runs
 the initramfs's setup init (`rdinit=`) instead of the agent.
 """
 
@@ -12,20 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ovl_tools.vm.httpserve import StaticServer
-from ovl_tools.vm.kernel import Kernel
-from ovl_tools.vm.markers import GuestReport
-from ovl_tools.vm.qemu import Machine
-from ovl_tools.vm.sealing import Signer
-from ovl_tools.vm.zfs import (
+
+from ovl.core.run import run
+from tests.vmkit.httpserve import StaticServer
+from tests.vmkit.kernel import Kernel
+from tests.vmkit.markers import GuestReport
+from tests.vmkit.qemu import Machine
+from tests.vmkit.sealing import Signer
+from tests.vmkit.zfs import (
     SETUP_INIT,
     ZfsUnavailable,
     build_zfs_initrd,
     make_pool_disk,
     zfs_kernel,
 )
-
-from agent.run import run
 
 pytestmark = pytest.mark.vm
 

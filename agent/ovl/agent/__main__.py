@@ -1,0 +1,5 @@
+import sys
+
+from ovl.agent.cli import main
+
+sys.exit(main())

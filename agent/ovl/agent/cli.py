@@ -1,0 +1,29 @@
+"""`ovl-agent`: the boot-side command (boot, facts, delta). Imports stay lazy: boot time counts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ovl.core.cli import chosen_command, run_handler
+
+# Modules under ovl.agent.commands; each exposes register(subparsers) like ovl.tools' commands.
+COMMAND_MODULES: tuple[str, ...] = ("boot", "facts", "delta")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's module is imported."""
+    parser = argparse.ArgumentParser(prog="ovl-agent", description="ovl boot agent")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES if only is None else (only,):
+        importlib.import_module(f"ovl.agent.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(argv, COMMAND_MODULES)).parse_args(argv)
+    return run_handler("ovl-agent", args)

@@ -1,0 +1,91 @@
+"""Verify and decrypt a fetched bundle under the machine's policy (ovl.trust does the work).
+
+The trust roots live in the initramfs (`/etc/ovl/keys/*.pub`), the node key wherever
+`ovl.key=` says (age or SSH identities, else a passphrase file for passphrase-sealed and legacy
+bundles), the replay state (bundles' and downloaded root images' serials) beside the
+last-known-good cache when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ovl.agent.channels.base import FetchContext, Fetched
+from ovl.agent.devices import PartPath, find_device
+from ovl.agent.mounts import mount_partition
+from ovl.trust.policy import Policy
+
+if TYPE_CHECKING:
+    from ovl.agent.cmdline import Url
+    from ovl.trust.age import Identity
+    from ovl.trust.certs import TrustStore
+    from ovl.trust.open import Opened, Signed
+    from ovl.trust.replay import ReplayState
+
+
+@dataclass
+class Verifier:
+    policy: Policy
+    keys_dir: Path
+    key: Path | PartPath | None
+    replay: Path | None
+    images_recorded: bool = False  # a new highest image serial went into `replay` (to keep)
+    _trust: TrustStore | None = field(default=None, repr=False)
+    _identities: list[Identity] | None = field(default=None, repr=False)
+
+    def open(self, fetched: Fetched, ctx: FetchContext) -> Opened:
+        """The plain bundle, or OvlError naming why it is refused."""
+        # Imported here: the crypto libraries cost start-up time a bare boot never needs.
+        from ovl.trust.open import open_sealed
+
+        if self._identities is None:
+            self._identities = self._load_identities(ctx)
+        trust = self._trust_store()
+        return open_sealed(
+            fetched.bundle, fetched.signature, self.policy, trust, self._identities, self._state()
+        )
+
+    def check_image(self, image: Path, signature: Path | None, url: Url) -> Signed:
+        """A root image downloaded from `url`: its signer and warnings, or OvlError naming why
+        it is refused (among others: signed under another name than the URL expects).
+
+        Its serial is checked against, and recorded in, the bundles' replay state.
+        """
+        from ovl.trust.open import check_image
+
+        state = self._state()
+        trust, where = self._trust_store(), f"image {url}"
+        signed = check_image(image, signature, self.policy, trust, where, url.name, state)
+        self.images_recorded |= state is not None and state.written
+        return signed
+
+    def _state(self) -> ReplayState | None:
+        from ovl.trust.replay import ReplayState
+
+        return ReplayState(self.replay) if self.replay is not None else None
+
+    def _trust_store(self) -> TrustStore:
+        from ovl.trust.certs import TrustStore
+
+        if self._trust is None:
+            self._trust = (
+                TrustStore.load(self.keys_dir) if self.keys_dir.is_dir() else TrustStore(())
+            )
+        return self._trust
+
+    def _load_identities(self, ctx: FetchContext) -> list[Identity]:
+        from ovl.trust.age import load_machine_key
+
+        if self.key is None:
+            return []
+        if isinstance(self.key, Path):
+            return load_machine_key(self.key)
+        device = find_device(self.key.device, timeout=ctx.timeout)
+        point = ctx.work_dir / "key"
+        mount_partition(ctx.mounts, device, point)
+        try:
+            return load_machine_key(point / self.key.relative())
+        finally:
+            ctx.mounts.unmount(point)

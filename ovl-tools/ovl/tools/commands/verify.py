@@ -1,0 +1,70 @@
+"""`ovl verify`: check a sealed bundle's or signed image's signature as a machine would."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ovl.core.errors import BadInput
+from ovl.trust.age import describe_recipients, header_stanzas, is_age
+from ovl.trust.certs import TrustStore
+from ovl.trust.legacy import is_legacy
+from ovl.trust.minisign import parse_signature, read_text_file
+from ovl.trust.open import BUNDLE_KIND, IMAGE_KIND, check_signature, kind_name
+from ovl.trust.policy import parse_policy
+
+
+def run(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    signature = args.signature or path.with_name(path.name + ".minisig")
+    if not signature.exists():
+        raise BadInput(f"{signature}: no signature beside {path}")
+    # The comment only picks what to check it as: check_signature verifies it.
+    comment = parse_signature(read_text_file(signature, str(path)), str(signature))
+    kind = IMAGE_KIND if comment.trusted_comment.startswith(f"{IMAGE_KIND} ") else BUNDLE_KIND
+    what = kind_name(kind)
+    signed = check_signature(
+        path, signature, parse_policy("signed"), TrustStore.load(args.keys), f"{what} {path}", kind
+    )
+    report: dict[str, Any] = {
+        "kind": what,
+        what: str(path),
+        "signature": str(signature),
+        "signer": signed.signer,
+        "name": signed.name,
+        "serial": signed.serial,
+    }
+    line = f"{path}: good signature by {signed.signer}, {what} {signed.name} serial {signed.serial}"
+    if kind == BUNDLE_KIND:
+        report["encryption"] = _encryption(path)
+        line += f", encryption: {report['encryption']}"
+    print(json.dumps(report, indent=2) if args.json else line)
+    return 0
+
+
+def _encryption(bundle: Path) -> str:
+    with bundle.open("rb") as stream:
+        head = stream.read(64)
+    if is_age(head):
+        return f"age, to {describe_recipients(header_stanzas(bundle))}"
+    if is_legacy(head):
+        return "legacy openssl (unauthenticated)"
+    return "none"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="verify a sealed bundle's or signed root image's signature and signer certificate",
+        description=(
+            "Verify FILE.minisig (an `ovl seal` bundle signature or an `ovl sign` image"
+            " signature) against the trusted roots (and revocations) in --keys."
+        ),
+    )
+    parser.add_argument("file", type=Path, metavar="FILE")
+    parser.add_argument("--signature", type=Path, help="default FILE.minisig")
+    parser.add_argument("--keys", type=Path, default=Path("keys"), help="trusted roots (keys/)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)

@@ -1,0 +1,175 @@
+"""Run one QEMU guest: serial console to a file, loopback-only networking, always killed.
+
+The guest reaches the test's HTTP server as http://10.0.2.100/ and nothing else: QEMU user
+networking with `restrict=on`, plus a guestfwd that runs `busybox nc 127.0.0.1 PORT` for each
+guest connection (a `tcp:` guestfwd target is one chardev that serves a single connection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import CompletedProcess
+from types import TracebackType
+
+from ovl.core.errors import OvlError
+from ovl.core.run import run
+
+ACCEL_ENV = "OVL_QEMU_ACCEL"
+GUEST_SERVER = "10.0.2.100"
+BUSYBOX = "/bin/busybox"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The hardware a guest sees: its NIC's MAC, its DMI product UUID and virtio disks in order."""
+
+    mac: str = "52:54:00:0a:00:01"
+    product_uuid: str = "5a1e0000-0000-4000-8000-000000000001"
+    disks: tuple[Path, ...] = ()
+    memory_mb: int = 1024
+
+
+@dataclass(frozen=True)
+class Boot:
+    """What to boot: kernel, initramfs, command line, and where 10.0.2.100:80 leads."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    http_port: int
+
+
+def qemu_argv(boot: Boot, machine: Machine, console: Path, pidfile: Path) -> list[str]:
+    """The qemu-system-x86_64 command line for one boot (accelerator from $OVL_QEMU_ACCEL)."""
+    forward = f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:{BUSYBOX} nc 127.0.0.1 {boot.http_port}"
+    argv = [
+        "qemu-system-x86_64",
+        "-machine", "q35",
+        "-accel", os.environ.get(ACCEL_ENV, "tcg"),
+        "-m", str(machine.memory_mb),
+        "-nographic", "-no-reboot",
+        "-serial", f"file:{console}",
+        "-monitor", "none",
+        "-pidfile", str(pidfile),
+        "-kernel", str(boot.kernel),
+        "-initrd", str(boot.initrd),
+        "-append", f"console=ttyS0 panic=-1 {boot.cmdline}".strip(),
+        "-netdev", f"user,id=n0,restrict=on,{forward}",
+        "-device", f"virtio-net-pci,netdev=n0,mac={machine.mac}",
+        "-smbios", f"type=1,uuid={machine.product_uuid}",
+    ]  # fmt: skip
+    for disk in machine.disks:
+        argv += ["-drive", f"file={disk},if=virtio,format=raw"]
+    return argv
+
+
+class VirtualMachine:
+    """A running guest. Use as a context manager: the QEMU process is killed on exit.
+
+    QEMU runs through ovl.core.run.run() on a thread (capped by `lifetime` seconds); the console is
+    read from its file, and `-pidfile` gives the process to kill when the guest must stop early.
+    """
+
+    def __init__(self, boot: Boot, machine: Machine, workdir: Path, lifetime: float = 300) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.console = workdir / "console.log"
+        self._pidfile = workdir / "qemu.pid"
+        self.console.write_bytes(b"")
+        self._pidfile.unlink(missing_ok=True)
+        self.argv = qemu_argv(boot, machine, self.console, self._pidfile)
+        self._lifetime = lifetime
+        self._result: CompletedProcess[bytes] | None = None
+        self._error: OvlError | None = None
+        self._offset = 0
+        self._partial = b""
+        self._thread = threading.Thread(target=self._run, name="qemu", daemon=True)
+        self.started = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = run(self.argv, check=False, timeout=self._lifetime)
+        except OvlError as exc:
+            self._error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def lines(self, timeout: float) -> Iterator[str]:
+        """Console lines as they appear, until the guest stops or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = self.running
+            yield from self._new_lines(final=not alive)
+            if not alive:
+                return
+            if time.monotonic() > deadline:
+                raise OvlError(f"VM: still running after {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        """The first new console line matching the regex `pattern`; OvlError if none comes."""
+        regex = re.compile(pattern)
+        for line in self.lines(timeout):
+            found = regex.search(line)
+            if found:
+                return found
+        raise OvlError(f"VM: stopped ({self._exit_reason()}) without a line matching {pattern!r}")
+
+    def text(self) -> str:
+        """The whole console so far."""
+        return self.console.read_bytes().decode(errors="replace").replace("\r", "")
+
+    def _new_lines(self, final: bool) -> Iterator[str]:
+        with self.console.open("rb") as stream:
+            stream.seek(self._offset)
+            chunk = stream.read()
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        if final and self._partial:
+            complete.append(self._partial)
+            self._partial = b""
+        for raw in complete:
+            yield raw.decode(errors="replace").rstrip("\r")
+
+    def _exit_reason(self) -> str:
+        if self._error is not None:
+            return self._error.line
+        if self._result is None:
+            return "still running"
+        if self._result.returncode == 0:
+            return "powered off"
+        err = self._result.stderr.decode(errors="replace").strip().splitlines()
+        return f"qemu exit status {self._result.returncode}: {err[-1] if err else ''}".strip()
+
+    def kill(self) -> None:
+        """Stop the guest now (no-op once QEMU has exited)."""
+        # QEMU writes its pidfile while starting; a guest killed that early has not run yet.
+        deadline = time.monotonic() + 10
+        while self.running and not self._pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running:
+            with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+                os.kill(int(self._pidfile.read_text().strip()), signal.SIGKILL)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> VirtualMachine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
