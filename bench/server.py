@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests
 
 from ovl.delta.pack import write_delta
+from ovl.delta.protocol import SIGNATURE_HEADER, trusted_comment
 from ovl.delta.rules import Rules
-from ovl.delta.ship import SIGNATURE_HEADER, trusted_comment
 from ovl.delta.upper import walk_upper
 from ovl.tools.keys import new_signing_pair
 from ovl.tools.server.store import Machine, Store

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ovl.agent.channels.base import FetchContext
 from ovl.agent.channels.gist import GistChannel
-from ovl.agent.channels.http import HttpChannel, wait_for_network
+from ovl.agent.channels.http import HttpChannel
 from ovl.agent.console import Console
+from ovl.agent.context import BootContext
+from ovl.agent.download import wait_for_network
 from ovl.agent.mounts import MountStack
 from ovl.core.errors import OvlError
 from tests.agent.bootkit import (
@@ -34,8 +35,8 @@ def server() -> Iterator[LoopbackServer]:
         yield srv
 
 
-def _ctx(tmp_path: Path, timeout: float = 5.0, **kw: object) -> FetchContext:
-    return FetchContext(
+def _ctx(tmp_path: Path, timeout: float = 5.0, **kw: object) -> BootContext:
+    return BootContext(
         work_dir=tmp_path / "mnt",
         timeout=timeout,
         console=Console(stream=io.StringIO()),
@@ -158,7 +159,7 @@ def test_dead_proxy_is_reported_as_the_proxy(server: LoopbackServer, tmp_path: P
 
 def test_gist_fetches_the_raw_file_below_the_base(server: LoopbackServer, tmp_path: Path) -> None:
     server.serve("/g/abc123/raw/fleet.txt", b"-----BEGIN OVL BUNDLE-----\n")
-    channel = GistChannel.parse("abc123/fleet.txt", server.base + "/g")
+    channel = GistChannel("abc123", "fleet.txt", server.base + "/g")
     channel.fetch(tmp_path / "b.ovl", _ctx(tmp_path))
     assert (tmp_path / "b.ovl").read_bytes() == b"-----BEGIN OVL BUNDLE-----\n"
     assert channel.describe() == "gist:abc123/fleet.txt"

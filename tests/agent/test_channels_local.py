@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ovl.agent.channels.base import FetchContext
 from ovl.agent.channels.file import FileChannel
 from ovl.agent.channels.part import PartChannel
 from ovl.agent.console import Console
+from ovl.agent.context import BootContext
 from ovl.agent.devices import DeviceRef, PartPath, find_device, parse_blkid
 from ovl.agent.facts import collect_facts, read_macs
 from ovl.agent.mounts import MountStack, is_mounted
@@ -23,8 +23,8 @@ from tests.agent.bootkit import MAC, fake_sysfs, make_fs_image, write_tree
 from tests.conftest import Mounts
 
 
-def _ctx(tmp_path: Path, timeout: float = 5.0) -> FetchContext:
-    return FetchContext(
+def _ctx(tmp_path: Path, timeout: float = 5.0) -> BootContext:
+    return BootContext(
         work_dir=tmp_path / "mnt",
         timeout=timeout,
         console=Console(stream=io.StringIO()),

@@ -8,10 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ovl.agent.channels.file import FileChannel
+from ovl.agent.channels import open_channel
 from ovl.agent.channels.gist import GistChannel
-from ovl.agent.channels.http import HttpChannel
-from ovl.agent.channels.part import PartChannel
 from ovl.agent.cmdline import (
     BootConfig,
     Mode,
@@ -23,6 +21,7 @@ from ovl.agent.cmdline import (
     split_cmdline,
 )
 from ovl.agent.devices import DeviceKind, DeviceRef, PartPath
+from ovl.agent.sources import FileSource, GistSource, HttpSource
 from ovl.core.errors import BadInput
 from ovl.trust.policy import Policy, Require
 
@@ -40,17 +39,17 @@ def test_channels_of_every_kind_keep_their_order() -> None:
     config = parse_cmdline(
         "ovl=https://h/fleet.ovl,file:/etc/ovl/b.ovl,part:LABEL=data:/@ovls/fleet.ovl,gist:abc123/f.txt"
     )
-    assert config.channels == (
-        HttpChannel("https://h/fleet.ovl"),
-        FileChannel(Path("/etc/ovl/b.ovl")),
-        PartChannel(PartPath(DeviceRef(DeviceKind.LABEL, "data"), "/@ovls/fleet.ovl")),
-        GistChannel("abc123", "f.txt", "https://gist.github.com"),
+    assert config.sources == (
+        HttpSource("https://h/fleet.ovl"),
+        FileSource(Path("/etc/ovl/b.ovl")),
+        PartPath(DeviceRef(DeviceKind.LABEL, "data"), "/@ovls/fleet.ovl"),
+        GistSource("abc123", "f.txt"),
     )
 
 
 def test_gist_base_moves_the_gist_url() -> None:
     config = parse_cmdline("ovl=gist:abc123 ovl.gist_base=http://127.0.0.1:8080/g/")
-    channel = config.channels[0]
+    channel = open_channel(config.sources[0], gist_base=config.gist_base)
     assert isinstance(channel, GistChannel)
     assert channel.url == "http://127.0.0.1:8080/g/abc123/raw"
 
@@ -231,10 +230,10 @@ def test_defaults_file_applies_only_without_ovl_keys(tmp_path: Path) -> None:
     configured = tmp_path / "configured"
     configured.write_text("ovl=http://h/x.ovl\n")
     from_defaults = parse_cmdline(read_cmdline(plain, defaults))
-    assert from_defaults.channels == (FileChannel(Path("/etc/ovl/fleet.ovl")),)
+    assert from_defaults.sources == (FileSource(Path("/etc/ovl/fleet.ovl")),)
     assert from_defaults.init == "/bin/sh"  # the boot loader's word wins
-    assert parse_cmdline(read_cmdline(configured, defaults)).channels == (
-        HttpChannel("http://h/x.ovl"),
+    assert parse_cmdline(read_cmdline(configured, defaults)).sources == (
+        HttpSource("http://h/x.ovl"),
     )
 
 

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from ovl.agent.channels.base import FetchContext
 from ovl.agent.cmdline import Upper, Url
 from ovl.agent.console import Console
+from ovl.agent.context import BootContext
 from ovl.agent.devices import DeviceRef, PartPath
 from ovl.agent.mounts import MountStack
-from ovl.agent.stack.overlay import mount_images, prepare_upper, stack_overlay
+from ovl.agent.stack.images import mount_images
+from ovl.agent.stack.overlay import prepare_upper, stack_overlay
 from tests.agent.bootkit import make_fs_image, make_squashfs, write_tree
 from tests.conftest import Mounts
 
 pytestmark = pytest.mark.subprocess
 
 
-def _ctx(tmp_path: Path) -> FetchContext:
-    return FetchContext(
+def _ctx(tmp_path: Path) -> BootContext:
+    return BootContext(
         work_dir=tmp_path / "run" / "mnt",
         timeout=5,
         console=Console(stream=io.StringIO()),

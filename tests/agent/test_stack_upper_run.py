@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ovl.agent.channels.base import FetchContext
 from ovl.agent.cmdline import Upper
 from ovl.agent.console import Console
+from ovl.agent.context import BootContext
 from ovl.agent.devices import DeviceRef, PartPath
 from ovl.agent.mounts import MountStack
-from ovl.agent.stack.overlay import mount_images, prepare_upper, stack_overlay
+from ovl.agent.stack.images import mount_images
+from ovl.agent.stack.overlay import prepare_upper, stack_overlay
 from ovl.delta.upper import walk_upper
 from tests.agent.bootkit import make_fs_image, make_squashfs
 from tests.agent.test_stack_overlay import local_only
@@ -32,7 +33,7 @@ def test_changes_in_the_root_are_seen_under_run_upper(
     if persistent:
         dev = mounts.loop(make_fs_image(tmp_path / "st.img", "ext4", "u" + os.urandom(4).hex(), 16))
         upper = Upper(PartPath.parse(f"part:{dev}:/ovl"))
-    ctx = FetchContext(
+    ctx = BootContext(
         work_dir=run / "mnt", timeout=5, console=Console(stream=io.StringIO()), mounts=MountStack()
     )
     sysroot = tmp_path / "sysroot"

@@ -88,5 +88,5 @@ def test_no_delta_is_lost_when_pack_and_ship_are_killed_at_random(tmp_path: Path
     # Both outcomes happened for both commands: runs killed part-way, and runs that finished.
     assert 0 < finished["pack"] < TRIALS and 0 < finished["ship"] < TRIALS
     assert len(seen) >= finished["pack"]  # every pack that finished spooled a new delta
-    leftovers = [p.name for p in spool_dir.iterdir() if p.name.startswith(".tmp-")]
+    leftovers = [p.name for p in spool_dir.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []

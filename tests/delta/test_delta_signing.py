@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ovl.core.errors import BadInput
-from ovl.delta.ship import node_signer, trusted_comment
+from ovl.delta.protocol import trusted_comment
+from ovl.delta.ship import node_signer
 from ovl.tools.keys import new_signing_pair
 from ovl.trust.minisign import parse_public_key, parse_signature, verify_file
 from tests.tools.server_fixtures import keypair, ovl, running_server

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from ovl.core.errors import OvlError
 from ovl.delta.pack import write_delta
 from ovl.delta.rules import Action, Rule, Rules, load_rules
-from ovl.delta.upper import OPAQUE_MARKER, WHITEOUT_PREFIX, walk_upper
+from ovl.delta.upper import walk_upper
+from ovl.format.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.root]
 

@@ -143,7 +143,7 @@ def test_new_version_is_seen_at_once_through_the_current_symlink(url: str, tmp_p
 
 
 def test_delta_upload_passes_through_nginx(tmp_path: Path, nginx_url: str, root: Path) -> None:
-    from ovl.delta.ship import trusted_comment
+    from ovl.delta.protocol import trusted_comment
     from ovl.delta.spool import Spool
 
     spool = Spool(tmp_path / "spool")

@@ -66,7 +66,7 @@ def test_shipped_delta_is_stored_once_and_reshipping_is_idempotent(
 def _header_for(stored: Path, tmp_path: Path, delta: object) -> str:
     import base64
 
-    from ovl.delta.ship import trusted_comment
+    from ovl.delta.protocol import trusted_comment
 
     comment = trusted_comment("node1", delta.sha256, delta.created_ns)  # type: ignore[attr-defined]
     text = stock_signer(tmp_path / "keys/node1.key")(stored, comment)

@@ -19,16 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovl.agent.cache import Cache, CacheChannel
-from ovl.agent.channels.base import Channel, FetchContext, Fetched
+from ovl.agent.channels import Channel, open_channel
 from ovl.agent.cmdline import BootConfig, Phase
 from ovl.agent.console import Console
+from ovl.agent.context import BootContext
 from ovl.agent.facts import collect_facts, probe_volume_uuids
+from ovl.agent.fetched import Fetched
 from ovl.agent.mounts import MountStack, umount_below
 from ovl.agent.report import Attempt, Report
-from ovl.agent.stack.builders import RootBuilder, make_builder
+from ovl.agent.stack import RootBuilder, make_builder
 from ovl.agent.verify import Verifier
-from ovl.core.errors import OvlError
+from ovl.core.errors import OvlError, error_line
 from ovl.core.facts import Facts
+from ovl.core.fs import write_atomic
 
 if TYPE_CHECKING:
     from ovl.format.apply import ApplyResult
@@ -76,7 +79,7 @@ class _Boot:
     paths: BootPaths
     console: Console
     report: Report
-    ctx: FetchContext
+    ctx: BootContext
 
     def stop_before(self, phase: Phase) -> None:
         if self.config.break_at is phase:
@@ -90,7 +93,7 @@ def boot(
     console = console or Console(kmsg=paths.kmsg)
     start = time.monotonic()
     report, mounts = Report(), MountStack()
-    ctx = FetchContext(
+    ctx = BootContext(
         work_dir=paths.run_dir / "mnt",
         timeout=config.timeout,
         console=console,
@@ -106,7 +109,7 @@ def boot(
         handover = Handover(break_at=stop.phase)
     except Exception as exc:  # never brick: any failure here still reaches the shim
         mounts.release()
-        line = exc.line if isinstance(exc, OvlError) else f"{type(exc).__name__}: {exc}"
+        line = error_line(exc)
         report.errors.append(line)
         console.line("emergency", line)
         if config.debug:
@@ -118,7 +121,6 @@ def boot(
     try:
         report.write(paths.run_dir / "report.json")
     except OSError as exc:
-        (paths.run_dir / "report.json.tmp").unlink(missing_ok=True)
         console.line("report", f"report.json not written: {exc.strerror or exc}")
     write_handover(paths.run_dir / "handover", handover)
     return handover
@@ -151,7 +153,8 @@ def _assemble(boot: _Boot) -> Handover:
     verifier = _verifier(boot, cache)
     builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx, verifier)
     boot.stop_before(Phase.FETCH)
-    candidates: list[Channel] = [*config.channels, *([CacheChannel(cache)] if cache else [])]
+    configured = [open_channel(s, gist_base=config.gist_base) for s in config.sources]
+    candidates: list[Channel] = [*configured, *([CacheChannel(cache)] if cache else [])]
     chosen = None
     for channel in candidates:
         opened = _fetch_and_open(boot, channel, verifier)
@@ -293,7 +296,7 @@ def _apply(
 
 
 def _failed(boot: _Boot, name: str, step: str, exc: Exception, start: float) -> None:
-    reason = exc.line if isinstance(exc, OvlError) else f"{type(exc).__name__}: {exc}"
+    reason = error_line(exc)
     boot.report.channels.append(Attempt(name, step, reason, _ms(start)))
     boot.report.recoverable_errors.append(f"{step}: {name}: {reason}")
     boot.console.line(step, f"{name} failed: {reason}")
@@ -306,7 +309,7 @@ def _no_bundle(boot: _Boot) -> None:
         raise OvlError(
             "no bundle verified and applied, and ovl.require=...,bundle forbids booting without one"
         )
-    if config.channels:
+    if config.sources:
         _recoverable(boot, "fetch", "no bundle verified and applied; booting the bare image")
     boot.report.bundle = None
 
@@ -332,7 +335,4 @@ def _ms(start: float) -> int:
 
 
 def write_handover(path: Path, handover: Handover) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(handover.render())
-    tmp.replace(path)
+    write_atomic(path, handover.render(), durable=False)  # /run is RAM

@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovl.agent.channels.base import (
-    FetchContext,
-    Fetched,
-    copy_into_place,
-    fetch_local,
-    signature_path,
-)
+from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
+from ovl.agent.fetched import Fetched, copy_into_place, fetch_local, signature_path
 from ovl.agent.mounts import mount_partition
 from ovl.core.errors import OvlError
+from ovl.core.fs import write_atomic
 
 BUNDLE = "last-good.ovl"
 META = "last-good.json"
@@ -38,7 +34,7 @@ class Cache:
     _device: str | None = None
     _missing: OvlError | None = None
 
-    def _find(self, ctx: FetchContext) -> str:
+    def _find(self, ctx: BootContext) -> str:
         # Waited for once per boot: a missing cache disk must not cost the timeout twice.
         if self._missing is not None:
             raise self._missing
@@ -51,7 +47,7 @@ class Cache:
         return self._device
 
     @contextlib.contextmanager
-    def directory(self, ctx: FetchContext, *, writable: bool) -> Iterator[Path]:
+    def directory(self, ctx: BootContext, *, writable: bool) -> Iterator[Path]:
         """The cache directory, with its partition mounted for the with-block."""
         point = ctx.work_dir / "cache"
         mount_partition(ctx.mounts, self._find(ctx), point, writable=writable)
@@ -60,14 +56,14 @@ class Cache:
         finally:
             ctx.mounts.unmount(point)
 
-    def load_replay(self, dest: Path, ctx: FetchContext) -> None:
+    def load_replay(self, dest: Path, ctx: BootContext) -> None:
         """Copy the saved replay state to `dest` (nothing when none was saved yet)."""
         with self.directory(ctx, writable=False) as directory:
             if (directory / REPLAY).is_file():
                 copy_into_place(directory / REPLAY, dest, 1 << 20)
 
     def remember(
-        self, fetched: Fetched, source: str, replay: Path | None, ctx: FetchContext
+        self, fetched: Fetched, source: str, replay: Path | None, ctx: BootContext
     ) -> None:
         """Keep `fetched` (and its signature) as the last-known-good bundle."""
         with self._writing(ctx) as directory:
@@ -81,17 +77,17 @@ class Cache:
                 "sha256": fetched.sha256,
                 "size": fetched.size,
             }
-            _write_text(directory / META, json.dumps(meta, indent=1) + "\n")
+            write_atomic(directory / META, json.dumps(meta, indent=1) + "\n")
             if replay is not None and replay.is_file():
                 copy_into_place(replay, directory / REPLAY, 1 << 20)
 
-    def save_replay(self, replay: Path, ctx: FetchContext) -> None:
+    def save_replay(self, replay: Path, ctx: BootContext) -> None:
         """Keep the replay state alone: a boot that accepted image serials but no new bundle."""
         with self._writing(ctx) as directory:
             copy_into_place(replay, directory / REPLAY, 1 << 20)
 
     @contextlib.contextmanager
-    def _writing(self, ctx: FetchContext) -> Iterator[Path]:
+    def _writing(self, ctx: BootContext) -> Iterator[Path]:
         """The cache directory, created, written in the with-block, synced; OvlError on OSError."""
         with self.directory(ctx, writable=True) as directory:
             try:
@@ -100,12 +96,6 @@ class Cache:
                 os.sync()
             except OSError as exc:
                 raise OvlError(f"cache {self.location}: {exc.strerror or exc}") from None
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -117,6 +107,6 @@ class CacheChannel:
     def describe(self) -> str:
         return f"cache:{self.cache.location}/{BUNDLE}"
 
-    def fetch(self, dest: Path, ctx: FetchContext) -> Fetched:
+    def fetch(self, dest: Path, ctx: BootContext) -> Fetched:
         with self.cache.directory(ctx, writable=False) as directory:
             return fetch_local(directory / BUNDLE, dest, ctx)

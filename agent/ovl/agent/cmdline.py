@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ovl.agent.channels import Channel, parse_channel
 from ovl.agent.devices import DeviceRef, PartPath
+from ovl.agent.sources import Source, parse_source
 from ovl.core.errors import BadInput
 from ovl.trust.policy import Policy, parse_policy
 
@@ -77,7 +77,7 @@ class Upper:
 
 @dataclass(frozen=True)
 class BootConfig:
-    channels: tuple[Channel, ...] = ()
+    sources: tuple[Source, ...] = ()  # ovl=, in order
     images: tuple[Image, ...] = ()
     mode: Mode = Mode.OVERLAY
     upper: Upper = Upper()
@@ -237,18 +237,17 @@ def parse_cmdline(text: str) -> BootConfig:
             values.update(setting(raw))
         except BadInput as exc:
             raise BadInput(f"{word}: {str(exc).removeprefix(key + ': ')}") from None
-    gist_base = values.get("gist_base", DEFAULT_GIST_BASE)
-    channels = []
+    sources = []
     for spec in channel_specs:
         try:
-            channels.append(parse_channel(spec, gist_base=gist_base))
+            sources.append(parse_source(spec))
         except BadInput as exc:
             raise BadInput(f"ovl={spec}: {exc}") from None
     mode = values.get("mode", Mode.OVERLAY)
     for key, field_name in (("ovl.root", "images"), ("ovl.upper", "upper")):
         if mode is not Mode.OVERLAY and field_name in values:
             warnings.append(f"{key} ignored with ovl.mode={mode.value}")
-    config = BootConfig(channels=tuple(channels), warnings=tuple(warnings), **values)
+    config = BootConfig(sources=tuple(sources), warnings=tuple(warnings), **values)
     _check_consistent(config)
     return config
 

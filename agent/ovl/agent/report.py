@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ovl.core.fs import write_atomic
 
 VERSION = 1
 
@@ -54,7 +55,4 @@ class Report:
 
     def write(self, path: Path) -> None:
         """Write through a temporary file, so a reader never sees half a report."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_json(), indent=1) + "\n", durable=False)

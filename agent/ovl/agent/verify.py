@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ovl.agent.channels.base import FetchContext, Fetched
+from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
+from ovl.agent.fetched import Fetched
 from ovl.agent.mounts import mount_partition
 from ovl.trust.policy import Policy
 
@@ -35,7 +36,7 @@ class Verifier:
     _trust: TrustStore | None = field(default=None, repr=False)
     _identities: list[Identity] | None = field(default=None, repr=False)
 
-    def open(self, fetched: Fetched, ctx: FetchContext) -> Opened:
+    def open(self, fetched: Fetched, ctx: BootContext) -> Opened:
         """The plain bundle, or OvlError naming why it is refused."""
         # Imported here: the crypto libraries cost start-up time a bare boot never needs.
         from ovl.trust.open import open_sealed
@@ -75,7 +76,7 @@ class Verifier:
             )
         return self._trust
 
-    def _load_identities(self, ctx: FetchContext) -> list[Identity]:
+    def _load_identities(self, ctx: BootContext) -> list[Identity]:
         from ovl.trust.age import load_machine_key
 
         if self.key is None:

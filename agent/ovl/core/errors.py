@@ -21,3 +21,13 @@ class BadInput(OvlError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=2)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for any exception: an OvlError's own line; an OSError's reason, with the file
+    when it names one; anything else (a bug) as its type and message."""
+    if isinstance(exc, OvlError):
+        return exc.line
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"

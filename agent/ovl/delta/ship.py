@@ -1,10 +1,7 @@
-"""Upload spooled deltas to the server with HTTP PUT, retrying with backoff.
-
-`PUT <server>/deltas/<machine-id>/<sha256>.tar.zst`, body the delta, header `X-Ovl-Signature`
-the base64 of a minisign signature by the node key whose trusted comment names the machine,
-the hash and the creation time. 201 stored, 200 the server had it already (uploads are
-idempotent by content hash). Any other 4xx is a refusal that retrying cannot fix; 5xx and
-network errors are retried with exponential backoff.
+"""Upload spooled deltas to the server with HTTP PUT (ovl.delta.protocol), retrying with
+backoff. 201 stored, 200 the server had it already (uploads are idempotent by content hash).
+Any other 4xx is a refusal that retrying cannot fix; 5xx and network errors are retried with
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -19,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ovl.core.errors import OvlError
+from ovl.delta.protocol import SIGNATURE_HEADER, delta_path, trusted_comment
 from ovl.delta.spool import Spool, SpooledDelta
 
 if TYPE_CHECKING:
     import requests
 
-SIGNATURE_HEADER = "X-Ovl-Signature"
 _PROGRESS_FROM = 8 << 20
 Signer = Callable[[Path, str], str]  # (file, trusted comment) -> minisign signature text
 
@@ -40,11 +37,6 @@ def node_signer(secret_key: Path) -> Signer:
         return sign_file(key, path, comment, untrusted).to_text()
 
     return sign
-
-
-def trusted_comment(machine_id: str, sha256: str, created_ns: int) -> str:
-    """What the node signs besides the bytes: the server checks it names the URL's machine."""
-    return f"ovl-delta machine={machine_id} sha256={sha256} created={created_ns}"
 
 
 @dataclass(frozen=True)
@@ -77,7 +69,7 @@ class Shipper:
     sleep: Callable[[float], None] = time.sleep
 
     def url(self, delta: SpooledDelta) -> str:
-        return f"{self.server.rstrip('/')}/deltas/{self.machine_id}/{delta.sha256}.tar.zst"
+        return self.server.rstrip("/") + delta_path(self.machine_id, delta.sha256)
 
     def ship_all(self, spool: Spool) -> int:
         """Ship every pending delta, oldest first; returns how many the server acknowledged."""

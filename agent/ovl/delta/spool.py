@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ovl.core.errors import OvlError
+from ovl.core.fs import atomic_write, fsync_dir, write_atomic
 
 if TYPE_CHECKING:
     from ovl.delta.pack import Packed
 
 _NAME = re.compile(r"^(?P<created>\d{19})-(?P<sha>[0-9a-f]{64})\.tar\.zst$")
-_TEMP_PREFIX = ".tmp-"
+_TEMPS = ".*.tmp"  # atomic_write's temporary files
 _LAST_SHIPPED = "last-shipped"
 
 
@@ -37,14 +38,6 @@ class SpooledDelta:
     @property
     def size(self) -> int:
         return self.path.stat().st_size
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -67,7 +60,7 @@ class Spool:
             os.close(lock)
 
     def _sweep_temps(self) -> None:
-        for path in self.root.glob(_TEMP_PREFIX + "*"):
+        for path in self.root.glob(_TEMPS):
             path.unlink(missing_ok=True)
 
     def pending(self) -> list[SpooledDelta]:
@@ -88,31 +81,20 @@ class Spool:
     def add(self, write: Callable[[BinaryIO], Packed]) -> SpooledDelta | None:
         """Spool what `write` produces; None when it equals a delta already spooled or shipped."""
         created = time.time_ns()
-        temp = self.root / f"{_TEMP_PREFIX}{os.getpid()}-{created}"
         try:
-            with temp.open("wb") as out:
-                packed = write(out)
-                out.flush()
-                os.fsync(out.fileno())
-            known = {d.sha256 for d in self.pending()} | {self.last_shipped()}
-            if packed.sha256 in known:
-                temp.unlink()
-                return None
-            final = self.root / f"{created:019d}-{packed.sha256}.tar.zst"
-            os.rename(temp, final)
-            fsync_dir(self.root)
+            # Named by its content once written: the sha256 is known only at the end.
+            with atomic_write(self.root / "incoming") as staged:
+                with staged.path.open("wb") as out:
+                    packed = write(out)
+                known = {d.sha256 for d in self.pending()} | {self.last_shipped()}
+                staged.keep = packed.sha256 not in known
+                staged.dest = self.root / f"{created:019d}-{packed.sha256}.tar.zst"
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise OvlError(f"spool {self.root}: cannot write delta ({exc.strerror})") from exc
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return SpooledDelta(final, packed.sha256, created)
+        return SpooledDelta(staged.dest, packed.sha256, created) if staged.keep else None
 
     def shipped(self, delta: SpooledDelta) -> None:
         """Record `delta` as acknowledged by the server, then drop it from the spool."""
-        marker = self.root / (_TEMP_PREFIX + _LAST_SHIPPED)
-        marker.write_text(delta.sha256 + "\n")
-        os.rename(marker, self.root / _LAST_SHIPPED)
+        write_atomic(self.root / _LAST_SHIPPED, delta.sha256 + "\n")
         delta.path.unlink(missing_ok=True)
         fsync_dir(self.root)

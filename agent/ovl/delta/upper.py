@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ovl.core.errors import OvlError
+from ovl.format.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 _OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 # Upper dirs written with these features keep data in the lower layers; a tar of the upper
 # alone would silently miss it, so we refuse instead (mount with redirect_dir=off,metacopy=off).

@@ -22,10 +22,9 @@ from ovl.format.favors import LayerName, parse_layer_name
 from ovl.format.frameindex import FrameRanges, frames_to_read, read_index
 from ovl.format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from ovl.format.paths import Parts, member_parts, show, symlink_climbs_out
+from ovl.format.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 LAYERS_DIR = "layers"
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 # Written by ovl itself in split mode; a bundle must not smuggle overlayfs metadata in.
 _RESERVED_XATTRS = ("trusted.overlay.", "user.overlay.")

@@ -11,8 +11,8 @@ from pathlib import Path
 from ovl.core.errors import OvlError
 from ovl.format.paths import Parts, show
 from ovl.format.reader import BundleReader, Entry, Kind
+from ovl.format.whiteouts import OPAQUE_XATTR
 
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DEVICE_TYPES = {Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK, Kind.FIFO: stat.S_IFIFO}
 

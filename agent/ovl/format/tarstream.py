@@ -31,7 +31,7 @@ _TARFILE_PAX_NAME = b"././@PaxHeader"
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 
 
-def _folder_of(name: str) -> str | None:
+def layer_folder(name: str) -> str | None:
     """The layer folder an entry belongs to, its own folder entry included; None for the base."""
     parts = name.split("/", 2)
     return parts[1] if parts[0] == "layers" and len(parts) > 1 else None

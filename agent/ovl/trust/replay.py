@@ -6,10 +6,10 @@ Shape: {"version": 1, "serials": {"<bundle name>" | "image <image name>": <highe
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ovl.core.errors import OvlError
+from ovl.core.fs import write_atomic
 
 _VERSION = 1
 
@@ -57,12 +57,9 @@ class ReplayState:
         if serial <= self._serials.get(key, serial - 1):
             return
         self._serials[key] = serial
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"version": _VERSION, "serials": self._serials}, indent=1))
-        with tmp.open("rb") as written:
-            os.fsync(written.fileno())
-        tmp.replace(self.path)
+        write_atomic(
+            self.path, json.dumps({"version": _VERSION, "serials": self._serials}, indent=1)
+        )
         self.written = True
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ovl.core.errors import BadInput, OvlError
+from ovl.core.fs import write_atomic
 from ovl.trust.certs import (
     REVOCATIONS_KIND,
     REVOKED_FILE,
@@ -137,12 +138,8 @@ def revoke(root_key: Path, keys_dir: Path, targets: list[str], reason: str) -> f
     )
     # Written side by side, then renamed: a crash in between leaves a list that fails its
     # signature check, and machines refuse bundles rather than trust a revoked key.
-    tmp = revoked_path.with_name(f".{REVOKED_FILE}.tmp")
-    tmp_sig = revoked_path.with_name(f".{REVOKED_FILE}.minisig.tmp")
-    tmp.write_bytes(data)
-    tmp_sig.write_text(sig.to_text())
-    tmp.replace(revoked_path)
-    tmp_sig.replace(keys_dir / f"{REVOKED_FILE}.minisig")
+    write_atomic(revoked_path, data)
+    write_atomic(keys_dir / f"{REVOKED_FILE}.minisig", sig.to_text())
     return parse_revoked(text)
 
 

@@ -12,20 +12,20 @@ import errno
 import os
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from ovl.core.errors import BadInput, OvlError
+from ovl.core.fs import atomic_write
 from ovl.core.writeback import EarlyWriteback
 from ovl.format.codec import Compression
 from ovl.format.encode import open_encoder
 from ovl.format.favors import parse_layer_name
 from ovl.format.manifest import MANIFEST_NAME, parse_manifest
 from ovl.format.tarstream import MIN_FRAME as MIN_FRAME  # re-exported: tests size trees by it
-from ovl.format.tarstream import TarWriter, _folder_of, header_block
+from ovl.format.tarstream import TarWriter, header_block, layer_folder
 from ovl.format.tarwrite import MAX_ID, MAX_NUMBER, ustar_block
 from ovl.tools.progress import Progress
 
@@ -190,7 +190,7 @@ def write_bundle(
     first_links: dict[tuple[str | None, int, int], str] = {}
     clamp = options.clamp_mtime
     for name, path, st in _walk(src):
-        folder = _folder_of(name)
+        folder = layer_folder(name)
         mtime = int(st.st_mtime) if clamp is None else min(int(st.st_mtime), clamp)
         xattrs = _xattrs(path)
         header = None if xattrs else _plain_header(name, st, mtime)
@@ -219,20 +219,12 @@ def pack_directory(
     if dest.resolve().is_relative_to(src.resolve()):
         raise BadInput(f"{dest}: the output may not lie inside the directory being packed")
     _check_bundle_tree(src)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    temp = Path(temp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(dest) as staged, staged.path.open("wb") as out:
+            # Writeback started on the way, so the fsync at the end waits for little.
             sink = EarlyWriteback(out)
             entries, content = write_bundle(src, cast(BinaryIO, sink), options, progress)
             sink.durable()
-        temp.chmod(0o644)
-        temp.replace(dest)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise OvlError(f"{exc.filename or dest}: {exc.strerror or exc}") from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return PackResult(entries=entries, content_bytes=content, output_bytes=dest.stat().st_size)

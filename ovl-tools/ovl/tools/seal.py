@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ovl.core.errors import BadInput, OvlError
+from ovl.core.fs import atomic_write
 from ovl.format.encode import ArmorWriter
 from ovl.tools.keys import Certificate, read_certificate
 from ovl.trust.certs import CERT_KIND, comment_fields
@@ -98,21 +97,6 @@ def load_certified(signer_key: Path, certificate: Path) -> CertifiedKey:
     return CertifiedKey(key, cert)
 
 
-@contextmanager
-def atomic(dest: Path) -> Iterator[Path]:
-    """A temp path beside `dest`, renamed onto it only when the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    temp = Path(name)
-    try:
-        yield temp
-        temp.chmod(0o644)
-        temp.replace(dest)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def _write_payload(
     bundle: Path, dest: Path, recipients: list[Any], passphrase: str | None, armor: bool
 ) -> None:
@@ -156,13 +140,13 @@ def seal_bundle(
     comment = bundle_comment(name, serial)
     signer = load_certified(signer_key, certificate)
     sig_path = out.with_name(out.name + ".minisig")
-    with atomic(out) as payload, atomic(sig_path) as sig_temp:
+    with atomic_write(out) as payload, atomic_write(sig_path) as sig_temp:
         try:
-            _write_payload(bundle, payload, recipients, passphrase, armor)
+            _write_payload(bundle, payload.path, recipients, passphrase, armor)
         except OSError as exc:
             raise OvlError(f"{exc.filename or out}: {exc.strerror or exc}") from exc
         untrusted = f"ovl bundle {name} serial {serial}, signer certificate follows"
-        sig_temp.write_text(signer.sign(payload, comment, untrusted))
+        sig_temp.path.write_text(signer.sign(payload.path, comment, untrusted))
     return Sealed(out, sig_path, name, serial, bool(recipients) or passphrase is not None)
 
 

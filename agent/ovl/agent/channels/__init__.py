@@ -1,28 +1,37 @@
-"""Where a bundle can come from; one module per kind, all with describe() and fetch()."""
+"""Where a bundle is fetched from; one module per kind, all behind the `Channel` protocol."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
-from ovl.agent.channels.base import Channel, FetchContext, Fetched
 from ovl.agent.channels.file import FileChannel
 from ovl.agent.channels.gist import GistChannel
 from ovl.agent.channels.http import HttpChannel
 from ovl.agent.channels.part import PartChannel
+from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath
-from ovl.core.errors import BadInput
+from ovl.agent.fetched import Fetched
+from ovl.agent.sources import FileSource, GistSource, HttpSource, Source
 
-__all__ = ["Channel", "FetchContext", "Fetched", "parse_channel"]
+
+class Channel(Protocol):
+    def describe(self) -> str: ...
+
+    def fetch(self, dest: Path, ctx: BootContext) -> Fetched:
+        """Write the bundle to `dest` (and its signature to `dest.minisig` when the source has
+        one), through temporary files renamed into place."""
+        ...
 
 
-def parse_channel(spec: str, *, gist_base: str) -> Channel:
-    """One `ovl=` entry as a channel."""
-    if spec.startswith(("http://", "https://")):
-        return HttpChannel(spec)
-    if spec.startswith("file:/"):
-        return FileChannel(Path(spec.removeprefix("file:")))
-    if spec.startswith("part:"):
-        return PartChannel(PartPath.parse(spec))
-    if spec.startswith("gist:"):
-        return GistChannel.parse(spec.removeprefix("gist:"), gist_base)
-    raise BadInput("expected http(s)://, file:/path, part:<device>:/path or gist:<id>")
+def open_channel(source: Source, *, gist_base: str) -> Channel:
+    """The channel that fetches from `source`."""
+    if isinstance(source, HttpSource):
+        return HttpChannel(source.url)
+    if isinstance(source, FileSource):
+        return FileChannel(source.path)
+    if isinstance(source, PartPath):
+        return PartChannel(source)
+    if isinstance(source, GistSource):
+        return GistChannel(source.gist_id, source.file, gist_base)
+    raise AssertionError(f"no channel for {source!r}")  # pragma: no cover

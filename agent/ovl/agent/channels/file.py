@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovl.agent.channels.base import FetchContext, Fetched, fetch_local
+from ovl.agent.context import BootContext
+from ovl.agent.fetched import Fetched, fetch_local
 
 
 @dataclass(frozen=True)
@@ -15,5 +16,5 @@ class FileChannel:
     def describe(self) -> str:
         return f"file:{self.path}"
 
-    def fetch(self, dest: Path, ctx: FetchContext) -> Fetched:
+    def fetch(self, dest: Path, ctx: BootContext) -> Fetched:
         return fetch_local(self.path, dest, ctx)

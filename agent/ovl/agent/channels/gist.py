@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovl.agent.channels.base import FetchContext, Fetched
-from ovl.agent.channels.http import HttpChannel
-from ovl.core.errors import BadInput
+from ovl.agent.context import BootContext
+from ovl.agent.download import fetch_url
+from ovl.agent.fetched import Fetched
 
 
 @dataclass(frozen=True)
@@ -16,13 +16,6 @@ class GistChannel:
     file: str | None
     base: str
 
-    @classmethod
-    def parse(cls, spec: str, base: str) -> GistChannel:
-        gist_id, _, file = spec.partition("/")
-        if not gist_id.isalnum() or "/" in file:
-            raise BadInput("expected gist:<id>[/<file>]")
-        return cls(gist_id, file or None, base)
-
     @property
     def url(self) -> str:
         return f"{self.base}/{self.gist_id}/raw" + (f"/{self.file}" if self.file else "")
@@ -30,5 +23,5 @@ class GistChannel:
     def describe(self) -> str:
         return f"gist:{self.gist_id}" + (f"/{self.file}" if self.file else "")
 
-    def fetch(self, dest: Path, ctx: FetchContext) -> Fetched:
-        return HttpChannel(self.url).fetch(dest, ctx)
+    def fetch(self, dest: Path, ctx: BootContext) -> Fetched:
+        return fetch_url(self.url, dest, ctx)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovl.agent.channels.base import FetchContext, Fetched, fetch_local
+from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
+from ovl.agent.fetched import Fetched, fetch_local
 from ovl.agent.mounts import mount_partition
 
 
@@ -17,7 +18,7 @@ class PartChannel:
     def describe(self) -> str:
         return str(self.location)
 
-    def fetch(self, dest: Path, ctx: FetchContext) -> Fetched:
+    def fetch(self, dest: Path, ctx: BootContext) -> Fetched:
         device = find_device(self.location.device, timeout=ctx.timeout)
         mountpoint = ctx.work_dir / "part"
         mount_partition(ctx.mounts, device, mountpoint)

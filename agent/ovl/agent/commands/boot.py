@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ovl.core.errors import OvlError
+from ovl.core.errors import OvlError, error_line
 
 if TYPE_CHECKING:
     from typing import Any
@@ -54,7 +54,7 @@ def run_boot(args: argparse.Namespace) -> int:
     try:
         config = parse_cmdline(read_cmdline(args.cmdline, args.defaults))
     except (OvlError, OSError) as exc:
-        line = exc.line if isinstance(exc, OvlError) else f"{args.cmdline}: {exc.strerror}"
+        line = error_line(exc)
         console.line("cmdline", line)
         write_handover(paths.run_dir / "handover", Handover(emergency=line))
         return 1

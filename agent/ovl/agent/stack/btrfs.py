@@ -10,11 +10,17 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
+from ovl.agent.cmdline import BootConfig
+from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
 from ovl.agent.mounts import MountStack, mount_partition
 from ovl.core.errors import OvlError
 from ovl.core.run import run
+
+if TYPE_CHECKING:
+    from ovl.format.apply import ApplyResult
 
 _BOOT_NAME = re.compile(r"@boot-(\d+)-")
 KEEP = 2  # this boot's snapshot and the previous one
@@ -71,3 +77,35 @@ def prune_snapshots(root: BtrfsRoot) -> list[str]:
         run(["btrfs", "subvolume", "delete", path])
         removed.append(path.name)
     return removed
+
+
+class BtrfsBuilder:
+    split = False
+
+    def __init__(self, config: BootConfig, run_dir: Path, sysroot: Path, ctx: BootContext):
+        assert config.btrfs is not None
+        self.pristine, self.run_dir, self.sysroot, self.ctx = config.btrfs, run_dir, sysroot, ctx
+        self.root: BtrfsRoot | None = None
+        self.removed: list[str] = []
+
+    def prepare(self) -> Path:
+        if self.root is None:
+            self.root = snapshot_pristine(
+                self.pristine, self.run_dir, self.ctx.mounts, self.ctx.timeout
+            )
+        return self.root.snapshot
+
+    def finish(self, applied: ApplyResult | None) -> None:
+        self.prepare()
+        assert self.root is not None
+        mount_snapshot(self.root, self.sysroot, self.ctx.mounts)
+        self.removed = prune_snapshots(self.root)
+        self.ctx.mounts.unmount(self.root.top)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": "btrfs",
+            "pristine": str(self.pristine),
+            "snapshot": self.root.subvolume if self.root else None,
+            "removed": self.removed,
+        }

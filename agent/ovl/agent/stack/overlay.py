@@ -2,71 +2,83 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ovl.agent.channels.base import FetchContext
-from ovl.agent.channels.http import HttpChannel
-from ovl.agent.cmdline import Image, Upper, Url
-from ovl.agent.devices import DeviceRef, PartPath, find_device
+from ovl.agent.cmdline import BootConfig, Upper, Url
+from ovl.agent.context import BootContext
+from ovl.agent.devices import find_device
 from ovl.agent.mounts import MountStack, mount_partition
+from ovl.agent.stack.images import mount_images
 from ovl.core.errors import OvlError
 
-IMAGE_SIZE_CAP = 16 * 1024 * 1024 * 1024
-
-# Checks a downloaded image (file, signature or None, URL) or raises OvlError to refuse it.
-ImageCheck = Callable[[Path, Path | None, Url], None]
-
-
-def mount_images(
-    images: Sequence[Image], run_dir: Path, ctx: FetchContext, check: ImageCheck
-) -> list[Path]:
-    """Mount each read-only image below run_dir/images; returns the mount points in order.
-
-    Images from the network pass `check` before they are mounted; those on local devices and
-    partitions are trusted as the hardware is.
-    """
-    points = []
-    for index, image in enumerate(images):
-        point = run_dir / "images" / str(index)
-        if isinstance(image, DeviceRef):
-            device = find_device(image, timeout=ctx.timeout)
-            ctx.mounts.mount(device, point, options=["ro"])
-        elif isinstance(image, PartPath):
-            device = find_device(image.device, timeout=ctx.timeout)
-            holder = mount_partition(ctx.mounts, device, run_dir / "image-parts" / str(index))
-            _mount_file(holder / image.relative(), point, ctx.mounts, str(image))
-        else:
-            path = _download(image, run_dir, index, ctx, check)
-            _mount_file(path, point, ctx.mounts, str(image))
-        points.append(point)
-    return points
+if TYPE_CHECKING:
+    from ovl.agent.verify import Verifier
+    from ovl.format.apply import ApplyResult
 
 
-def _download(image: Url, run_dir: Path, index: int, ctx: FetchContext, check: ImageCheck) -> Path:
-    # Into run_dir, which is RAM in the initramfs, like dracut's root=live:URL.
-    dest = run_dir / "image-files" / f"{index}.img"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fetched = HttpChannel(image.value).fetch(
-        dest, dataclasses.replace(ctx, size_cap=IMAGE_SIZE_CAP)
-    )
-    try:
-        check(fetched.bundle, fetched.signature, image)
-    except BaseException:
-        # A refused image must not linger in RAM, nor be loop-mounted by hand later.
-        for path in (fetched.bundle, fetched.signature):
-            if path is not None:
-                path.unlink(missing_ok=True)
-        raise
-    return dest
+class OverlayBuilder:
+    split = True
 
+    def __init__(
+        self,
+        config: BootConfig,
+        run_dir: Path,
+        sysroot: Path,
+        ctx: BootContext,
+        verifier: Verifier,
+    ):
+        self.config, self.run_dir, self.sysroot, self.ctx = config, run_dir, sysroot, ctx
+        self.verifier = verifier
+        self.images: list[Path] | None = None
+        self.layers: list[Path] = []
+        self.upper: Upper = config.upper
+        self.notes: list[str] = []
 
-def _mount_file(path: Path, point: Path, mounts: MountStack, name: str) -> None:
-    if not path.is_file():
-        raise OvlError(f"image {name}: no such file")
-    mounts.mount(path, point, options=["loop", "ro"])
+    def prepare(self) -> Path:
+        if self.images is None:
+            self.images = mount_images(
+                self.config.images, self.run_dir, self.ctx, self._check_image
+            )
+        return self.run_dir / "layers"
+
+    def _check_image(self, image: Path, signature: Path | None, url: Url) -> None:
+        signed = self.verifier.check_image(image, signature, url)
+        for warning in signed.warnings:
+            self._note(warning)
+        if signed.signer:
+            serial = "" if signed.serial is None else f", serial {signed.serial}"
+            self.ctx.console.line("stack", f"image {url}: signed by {signed.signer}{serial}")
+
+    def _note(self, line: str) -> None:
+        self.notes.append(line)
+        self.ctx.console.line("stack", line)
+
+    def finish(self, applied: ApplyResult | None) -> None:
+        self.prepare()
+        images = self.images or []
+        self.layers = [layer.path for layer in applied.layers] if applied else []
+        try:
+            holder = prepare_upper(self.upper, self.run_dir, self.ctx.mounts, self.ctx.timeout)
+        except OvlError as exc:
+            if self.upper.part is None:
+                raise
+            # A lost persistent upper must not stop the boot: writes go to RAM this time.
+            self._note(f"upper {self.upper.part}: {exc.line}; using tmpfs")
+            self.upper = Upper()
+            holder = prepare_upper(self.upper, self.run_dir, self.ctx.mounts, self.ctx.timeout)
+        stack_overlay([*images, *self.layers], holder, self.sysroot, self.run_dir, self.ctx.mounts)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": "overlay",
+            "images": [str(i) for i in self.config.images],
+            "lowers": len(self.images or []) + len(self.layers),
+            "upper": str(self.upper.part) if self.upper.part else "tmpfs",
+            "notes": self.notes,
+        }
 
 
 def prepare_upper(upper: Upper, run_dir: Path, mounts: MountStack, timeout: float) -> Path:

@@ -11,10 +11,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ovl.agent.cmdline import BootConfig
+from ovl.agent.context import BootContext
 from ovl.agent.mounts import MountStack
 from ovl.core.errors import OvlError
 from ovl.core.run import run
+
+if TYPE_CHECKING:
+    from ovl.format.apply import ApplyResult
 
 KEEP = 2  # this boot's clone and the previous one
 _RETRY_S = 0.5  # between import attempts while the pool's disks may still be appearing
@@ -78,3 +84,32 @@ def prune_clones(root: ZfsRoot) -> list[str]:
         run(["zfs", "destroy", name])
         removed.append(name)
     return removed
+
+
+class ZfsBuilder:
+    split = False
+
+    def __init__(self, config: BootConfig, sysroot: Path, ctx: BootContext):
+        assert config.zfs is not None
+        self.snapshot, self.sysroot, self.ctx = config.zfs, sysroot, ctx
+        self.root: ZfsRoot | None = None
+        self.removed: list[str] = []
+
+    def prepare(self) -> Path:
+        if self.root is None:
+            self.root = clone_snapshot(self.snapshot, self.ctx.timeout)
+            mount_clone(self.root, self.sysroot, self.ctx.mounts)
+        return self.sysroot
+
+    def finish(self, applied: ApplyResult | None) -> None:
+        self.prepare()
+        assert self.root is not None
+        self.removed = prune_clones(self.root)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": "zfs",
+            "snapshot": self.snapshot,
+            "clone": self.root.clone if self.root else None,
+            "removed": self.removed,
+        }

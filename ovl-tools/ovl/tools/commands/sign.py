@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from ovl.core.errors import BadInput
-from ovl.tools.seal import atomic, load_certified
+from ovl.core.fs import write_atomic
+from ovl.tools.seal import load_certified
 from ovl.trust.open import image_comment
 
 
@@ -21,10 +22,7 @@ def run(args: argparse.Namespace) -> int:
     comment = image_comment(name, serial)
     signer = load_certified(args.sign, args.cert)
     out: Path = args.out or image.with_name(image.name + ".minisig")
-    with atomic(out) as temp:
-        temp.write_text(
-            signer.sign(image, comment, f"ovl image {name}, signer certificate follows")
-        )
+    write_atomic(out, signer.sign(image, comment, f"ovl image {name}, signer certificate follows"))
     if args.json:
         report = {"signer": signer.name, "name": name, "serial": serial, "signature": str(out)}
         print(json.dumps(report, indent=2))

@@ -16,7 +16,6 @@ import binascii
 import email.utils
 import hashlib
 import os
-import re
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ovl.core.errors import OvlError
-from ovl.delta.ship import SIGNATURE_HEADER, trusted_comment
+from ovl.delta.protocol import DELTA_PATH, SIGNATURE_HEADER, signed_creation, trusted_comment
 from ovl.tools.server.store import Store
 from ovl.trust import minisign
 
 StartResponse = Callable[..., Any]
-_DELTA_PATH = re.compile(r"^/deltas/(?P<machine>[^/]+)/(?P<sha>[0-9a-f]{64})\.tar\.zst$")
-_CREATED = re.compile(r" created=(?P<created>\d{1,19})$")
 _CHUNK = 1 << 20
 DEFAULT_MAX_DELTA = 1 << 30
 
@@ -118,7 +115,7 @@ class ServerApp:
     # -- deltas in -------------------------------------------------------------------------
 
     def receive_delta(self, environ: dict[str, Any], path: str) -> Reply:
-        match = _DELTA_PATH.match(path)
+        match = DELTA_PATH.match(path)
         if not match:
             return Reply("404 Not Found", "expected /deltas/<machine-id>/<sha256>.tar.zst")
         machine_id, sha = match["machine"], match["sha"]
@@ -132,8 +129,7 @@ class ServerApp:
             signature = _signature(environ)
         except OvlError as exc:
             return Reply("403 Forbidden", f"bad signature: {exc.line}")
-        created = _CREATED.search(signature.trusted_comment)
-        created_ns = int(created["created"]) if created else -1
+        created_ns = signed_creation(signature.trusted_comment)
         if signature.trusted_comment != trusted_comment(machine_id, sha, created_ns):
             return Reply("403 Forbidden", "bad signature: trusted comment does not name this delta")
         if self.store.has_delta(machine_id, sha):

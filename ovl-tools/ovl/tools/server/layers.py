@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from ovl.core.errors import BadInput, OvlError
-from ovl.delta.upper import OPAQUE_MARKER, WHITEOUT_PREFIX
 from ovl.format.codec import Compression
 from ovl.format.encode import open_encoder
-from ovl.format.tarstream import TarWriter, _folder_of, header_block
+from ovl.format.tarstream import TarWriter, header_block, layer_folder
+from ovl.format.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 MANIFEST = "ovl.json"
 BASE = ""
@@ -182,7 +182,7 @@ def write_bundle(
 def _add(tar: TarWriter, info: tarfile.TarInfo, data: IO[bytes] | None = None) -> None:
     """One entry: its header, then `data` when it is a regular file."""
     size = info.size if info.isreg() else 0
-    tar.begin_entry(_folder_of(info.name), size)
+    tar.begin_entry(layer_folder(info.name), size)
     tar.write(header_block(info))
     if size:
         if data is None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ovl.core.errors import BadInput, OvlError
 from ovl.core.facts import normalize_mac
+from ovl.core.fs import fsync_dir, fsync_file, write_atomic
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -84,14 +85,6 @@ class Version:
         return self.path / "bundle.ovl"
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -128,23 +121,14 @@ class Store:
         return Path(tempfile.mkdtemp(dir=self.tmp))
 
     def install(self, temp: Path, final: Path) -> None:
-        """fsync `temp`, rename it to `final` and fsync the directory."""
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Move a finished file from ROOT/tmp into place, durably."""
+        fsync_file(temp)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(temp, final)
         fsync_dir(final.parent)
 
     def write_atomic(self, final: Path, data: bytes) -> None:
-        temp = self.temp_file()
-        try:
-            temp.write_bytes(data)
-            self.install(temp, final)
-        finally:
-            temp.unlink(missing_ok=True)
+        write_atomic(final, data, scratch=self.tmp)
 
     @contextmanager
     def profile_lock(self, profile: str) -> Iterator[None]:

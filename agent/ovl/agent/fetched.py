@@ -1,4 +1,5 @@
-"""What every channel shares: the fetch context, the result, and copying into place."""
+"""A file fetched for the boot (a bundle or a root image, and its signature): the result, and
+copying one from a mounted filesystem into place."""
 
 from __future__ import annotations
 
@@ -6,25 +7,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from ovl.agent.console import Console
-from ovl.agent.mounts import MountStack
+from ovl.agent.context import BootContext
 from ovl.core.errors import OvlError
 
-SIZE_CAP = 512 * 1024 * 1024
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class FetchContext:
-    work_dir: Path  # temporary mount points go below here
-    timeout: float  # seconds for the whole channel: device or network wait and transfer
-    console: Console
-    mounts: MountStack
-    proxy: str | None = None
-    size_cap: int = SIZE_CAP
-    sysfs_root: Path = Path("/sys")
 
 
 @dataclass(frozen=True)
@@ -33,15 +20,6 @@ class Fetched:
     signature: Path | None
     size: int
     sha256: str
-
-
-class Channel(Protocol):
-    def describe(self) -> str: ...
-
-    def fetch(self, dest: Path, ctx: FetchContext) -> Fetched:
-        """Write the bundle to `dest` (and its signature to `dest.minisig` when the source has
-        one), through temporary files renamed into place."""
-        ...
 
 
 def signature_path(bundle: Path) -> Path:
@@ -79,7 +57,7 @@ def copy_into_place(source: Path, dest: Path, size_cap: int) -> Copied:
     return Copied(size, digest.hexdigest())
 
 
-def fetch_local(source: Path, dest: Path, ctx: FetchContext) -> Fetched:
+def fetch_local(source: Path, dest: Path, ctx: BootContext) -> Fetched:
     """Copy a bundle and, when it has one, its signature from a mounted filesystem."""
     if not source.is_file():
         raise OvlError(f"{source}: no such file")
