@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "ovl-tools")]
+sys.path[:0] = [str(ROOT), str(ROOT / "agent"), str(ROOT / "ovl-tools")]
 OVL = str(Path(sys.executable).parent / "ovl")
 WORDS = ["server", "port", "listen", "allow", "deny", "user", "group", "path", "timeout", "log"]
 MAC = "52:54:00:be:0c:01"

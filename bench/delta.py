@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in (".", "agent", "ovl-tools")]
 
-from ovl.core.run import run
-from ovl.delta.pack import write_delta
-from ovl.delta.rules import Rules
-from ovl.delta.upper import walk_upper
+from ovl.core.run import run  # noqa: E402
+from ovl.delta.pack import write_delta  # noqa: E402
+from ovl.delta.rules import Rules  # noqa: E402
+from ovl.delta.upper import walk_upper  # noqa: E402
 
 WORDS = [f"word{i}" for i in range(2000)]
 
