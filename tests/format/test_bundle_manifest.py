@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -66,16 +67,18 @@ def test_manifest_fields_and_defaults() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (b'{"serial": "7"}', "ovl.json: $.serial: expected a non-negative integer"),
-        (b'{"created": "now"}', "ovl.json: $.created: not an RFC 3339 date-time: 'now'"),
-        (b'{"name": ["a"]}', "ovl.json: $.name: expected a string"),
-        (b"[]", "ovl.json: $: expected a JSON object"),
-        (b'{"name": "a",}', "ovl.json: not JSON (Expecting property name"),
-        (b"\xff{}", "ovl.json: not UTF-8 text"),
-        (b" " * 70000, "ovl.json: larger than 65536 bytes"),
+        (b'{"serial": "7"}', re.escape("ovl.json: $.serial: expected a non-negative integer")),
+        (b'{"created": "now"}', re.escape("ovl.json: $.created: not an RFC 3339 date-time: 'now'")),
+        (b'{"name": ["a"]}', re.escape("ovl.json: $.name: expected a string")),
+        (b"[]", re.escape("ovl.json: $: expected a JSON object")),
+        # The parser's own words for the fault vary between Python versions; the line does not.
+        (b'{"name": "a",}', r"ovl\.json: not JSON \(.+ at line 1\)"),
+        (b'{\n"name": oops}', r"ovl\.json: not JSON \(.+ at line 2\)"),
+        (b"\xff{}", re.escape("ovl.json: not UTF-8 text")),
+        (b" " * 70000, re.escape("ovl.json: larger than 65536 bytes")),
     ],
 )
 def test_errors_name_the_json_path(raw: bytes, message: str) -> None:
     with pytest.raises(BadInput) as caught:
         parse_manifest(raw)
-    assert str(caught.value).startswith(message)
+    assert re.fullmatch(message, str(caught.value)), str(caught.value)

@@ -59,7 +59,7 @@ def scan_bundle(source: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> BundleInfo
     for entry in reader.entries():
         name = entry.layer_dirname
         if check is not None:
-            member = entry.info
+            member = entry.member
             span = member.size if member.isreg() else 0
             folder = None if entry.layer is None else entry.layer.dirname
             check.entry(member.name, member.offset, member.offset_data + span, folder)
@@ -68,8 +68,8 @@ def scan_bundle(source: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> BundleInfo
             info = layers[name] = LayerInfo(name, entry.layer)
         if not entry.path and entry.kind is Kind.DIR:
             continue  # the layer's own folder
-        link = show(entry.link) if entry.kind is Kind.HARDLINK else entry.info.linkname
-        size = entry.info.size if entry.kind is Kind.FILE else 0
+        link = show(entry.link) if entry.kind is Kind.HARDLINK else entry.member.linkname
+        size = entry.member.size if entry.kind is Kind.FILE else 0
         info.entries.append(EntryInfo(show(entry.path), entry.kind, size, link))
     named = sorted(
         ((info.layer, info) for info in layers.values() if info.layer is not None),

@@ -24,26 +24,26 @@ def _as_root() -> bool:
 
 def set_metadata(path: str, entry: Entry) -> None:
     """Give `path` the owner (when root), mode, xattrs and mtime recorded in `entry`."""
-    info = entry.info
+    member = entry.member
     is_link = entry.kind is Kind.SYMLINK
     if _as_root():
-        os.chown(path, info.uid, info.gid, follow_symlinks=False)
+        os.chown(path, member.uid, member.gid, follow_symlinks=False)
     if not is_link:  # Linux has no lchmod; a symlink's mode means nothing
-        os.chmod(path, info.mode & 0o7777)
-    for name, value in entry.xattrs().items():
+        os.chmod(path, member.mode & 0o7777)
+    for name, value in member.xattrs.items():
         os.setxattr(path, name, value, follow_symlinks=False)
-    mtime = entry.mtime_ns()
+    mtime = member.mtime_ns
     os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
 
 
 def _set_file_metadata(fd: int, entry: Entry) -> None:
-    info = entry.info
+    member = entry.member
     if _as_root():
-        os.fchown(fd, info.uid, info.gid)  # before chmod: chown clears set-id bits
-    os.fchmod(fd, info.mode & 0o7777)
-    for name, value in entry.xattrs().items():
+        os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears set-id bits
+    os.fchmod(fd, member.mode & 0o7777)
+    for name, value in member.xattrs.items():
         os.setxattr(fd, name, value)  # after chown, which drops security.capability
-    mtime = entry.mtime_ns()
+    mtime = member.mtime_ns
     os.utime(fd, ns=(mtime, mtime))
 
 
@@ -122,10 +122,10 @@ class LayerDir:
         elif kind is Kind.HARDLINK:
             os.link(self.path(entry.link), path, follow_symlinks=False)
         elif kind is Kind.SYMLINK:
-            os.symlink(entry.info.linkname, path)
+            os.symlink(entry.member.linkname, path)
             set_metadata(path, entry)
         else:
-            device = os.makedev(entry.info.devmajor, entry.info.devminor)
+            device = os.makedev(entry.member.devmajor, entry.member.devminor)
             os.mknod(path, _DEVICE_TYPES[kind] | 0o600, device)
             set_metadata(path, entry)
 
