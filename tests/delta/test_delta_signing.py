@@ -46,7 +46,7 @@ def test_node_signature_is_prehashed_and_names_the_node_key(tmp_path: Path) -> N
 
 def test_unreadable_node_key_fails_before_any_upload(tmp_path: Path) -> None:
     (tmp_path / "node.key").write_text("not a key\n")
-    with pytest.raises(BadInput, match="not a readable minisign secret key"):
+    with pytest.raises(BadInput, match="expected a minisign secret key, found text that is no key"):
         node_signer(tmp_path / "node.key")
 
 

@@ -29,7 +29,7 @@ DEFAULT_RULES = Path("/etc/ovl/delta.conf")
 def register(sub: Any) -> None:
     parser = sub.add_parser("delta", help="pack and ship this machine's changes (the upper dir)")
     parser.add_argument("--spool", type=Path, default=DEFAULT_SPOOL, help="default %(default)s")
-    actions = parser.add_subparsers(dest="delta_command", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="delta_command", metavar="ACTION")
 
     pack = actions.add_parser("pack", help="pack the upper dir into the spool")
     pack.add_argument("--upper", type=Path, default=DEFAULT_UPPER, help="default %(default)s")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ovl.core.cli import input_file
 from ovl.format.apply import apply_bundle
 from ovl.tools.factsource import add_facts_source, facts_from_args
 from ovl.tools.progress import open_with_progress
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "On any error DIR is left as it was."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE")
     parser.add_argument("--target", type=Path, required=True, metavar="DIR")
     add_facts_source(parser)
     parser.add_argument("--json", action="store_true", help="print the layers applied as JSON")

@@ -8,10 +8,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_file
 from ovl.format.reader import Kind
-from ovl.format.scan import BundleInfo, LayerInfo, scan_bundle
+from ovl.format.scan import BundleInfo, LayerInfo
+from ovl.tools.bundlefile import scan_file
 from ovl.tools.commands.match import describe_favors
-from ovl.tools.progress import open_with_progress
 
 
 def _layer_summary(layer: LayerInfo) -> dict[str, Any]:
@@ -61,8 +62,7 @@ def _print_text(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_with_progress(args.bundle, f"inspect {args.bundle.name}") as source:
-        info = scan_bundle(source)
+    info = scan_file(args.bundle, "inspect")
     data = summary(info, args.bundle.stat().st_size)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -81,6 +81,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "favors, entries, files and bytes. Nothing is written."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_dir, input_file, output_problem
 from ovl.core.errors import BadInput
 from ovl.tools.seal import load_recipients, seal_bundle, seal_per_machine
 
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         for machine, done in results:
             print(f"{machine}: {done.out} ({done.layers} layer(s), serial {done.serial})")
         return 0
+    problem = output_problem(args.out)
+    if problem is not None:
+        raise BadInput(f"-o {problem}")
     name, serial = args.name, args.serial
     if name is None or serial is None:
         found_name, found_serial = _manifest(args.bundle)
@@ -109,9 +113,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "followed by the signer's certificate. See docs/TRUST.md."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE")
-    parser.add_argument("--sign", type=Path, required=True, metavar="SIGNER.key")
-    parser.add_argument("--cert", type=Path, required=True, metavar="SIGNER.cert")
+    parser.add_argument("bundle", type=input_file, metavar="BUNDLE")
+    parser.add_argument("--sign", type=input_file, required=True, metavar="SIGNER.key")
+    parser.add_argument("--cert", type=input_file, required=True, metavar="SIGNER.cert")
     parser.add_argument(
         "-r",
         "--recipient",
@@ -131,13 +135,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--serial", type=int, help="serial (default: from ovl.json)")
     parser.add_argument(
         "--per-machine",
-        type=Path,
+        type=input_file,
         metavar="FLEET.json",
         help="one output per machine in OUT (a directory), named by MAC",
     )
     parser.add_argument(
         "--recipients-dir",
-        type=Path,
+        type=input_dir,
         default=Path("."),
         metavar="DIR",
         help="with --per-machine: DIR/MACHINE.age.pub (or .pub ssh-ed25519) per machine",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_file
 from ovl.core.errors import BadInput, OvlError
 from ovl.core.facts import normalize_mac
 from ovl.tools.server import bake, history
@@ -21,7 +22,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--root", type=Path, required=True, help="server directory (SERVER.md)")
     parser.add_argument("--sign-key", type=Path, help="signer secret key for published versions")
     parser.add_argument("--cert", type=Path, help="the signer's certificate (ovl keys certify)")
-    sub = parser.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="server_command", metavar="ACTION")
 
     serve = sub.add_parser("serve", help="serve published bundles and accept deltas over HTTP")
     serve.add_argument("--listen", default="127.0.0.1:8470", help="HOST:PORT (default %(default)s)")
@@ -31,8 +32,10 @@ def register(subparsers: Any) -> None:
 
     imp = sub.add_parser("import", help="publish an admin-made bundle as a profile's next version")
     imp.add_argument("profile")
-    imp.add_argument("bundle", type=Path)
-    imp.add_argument("--signature", type=Path, help="its .minisig (default: beside the bundle)")
+    imp.add_argument("bundle", type=input_file)
+    imp.add_argument(
+        "--signature", type=input_file, help="its .minisig (default: beside the bundle)"
+    )
     _json_option(imp)
     imp.set_defaults(func=_import)
 
@@ -40,7 +43,9 @@ def register(subparsers: Any) -> None:
     machine.add_argument("machine_id")
     machine.add_argument("--profile", required=True)
     machine.add_argument("--mac", required=True)
-    machine.add_argument("--key", type=Path, required=True, help="node minisign public key file")
+    machine.add_argument(
+        "--key", type=input_file, required=True, help="node minisign public key file"
+    )
     machine.set_defaults(func=_add_machine)
 
     nginx = sub.add_parser("nginx-conf", help="print the nginx server block for this root")

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ovl.core.cli import input_file, output_file
 from ovl.core.errors import BadInput
 from ovl.core.fs import write_atomic
 from ovl.tools.seal import load_certified
@@ -42,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "a lower serial than the highest they accepted for NAME. See docs/TRUST.md."
         ),
     )
-    parser.add_argument("file", type=Path, metavar="FILE")
-    parser.add_argument("--sign", type=Path, required=True, metavar="SIGNER.key")
-    parser.add_argument("--cert", type=Path, required=True, metavar="SIGNER.cert")
+    parser.add_argument("file", type=input_file, metavar="FILE")
+    parser.add_argument("--sign", type=input_file, required=True, metavar="SIGNER.key")
+    parser.add_argument("--cert", type=input_file, required=True, metavar="SIGNER.cert")
     parser.add_argument("--name", help="image name (default: FILE's base name)")
     parser.add_argument(
         "--serial",
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="replay serial; sign each new image with a higher one (default: the current time"
         " in whole seconds since the epoch, which only grows as long as the signing clock does)",
     )
-    parser.add_argument("-o", "--out", type=Path, metavar="SIG", help="default FILE.minisig")
+    parser.add_argument("-o", "--out", type=output_file, metavar="SIG", help="default FILE.minisig")
     parser.add_argument(
         "--json", action="store_true", help="print signer, name, serial, signature path"
     )
