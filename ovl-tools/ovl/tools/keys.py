@@ -96,10 +96,68 @@ def add_keys_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keys",
         type=Path,
-        default=Path(os.environ.get("OVL_KEYS", "keys")),
+        default=env_path("OVL_KEYS") or Path("keys"),
         metavar="PATH",
         help="trusted roots: a directory like keys/, or one root .pub (default $OVL_KEYS or keys)",
     )
+
+
+def env_path(name: str) -> Path | None:
+    """The path an environment variable names, or None when it is unset or empty."""
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def signer_option_specs() -> list[tuple[tuple[str, ...], dict[str, object]]]:
+    """--sign-key and --cert, defaults from OVL_SIGN_KEY and OVL_SIGN_CERT; for `add_argument`
+    (seal, sign and server share them; `signer_files` reads them)."""
+    return [
+        (
+            ("--sign-key", "--sign"),
+            {
+                "dest": "sign",
+                "type": Path,
+                "default": env_path("OVL_SIGN_KEY"),
+                "metavar": "SIGNER.key",
+                "help": "the signer's secret key (default $OVL_SIGN_KEY)",
+            },
+        ),
+        (
+            ("--cert",),
+            {
+                "type": Path,
+                "default": env_path("OVL_SIGN_CERT"),
+                "metavar": "SIGNER.cert",
+                "help": "its certificate (default $OVL_SIGN_CERT, else SIGNER.cert beside the key)",
+            },
+        ),
+    ]
+
+
+def signer_files(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    """(key, certificate) from --sign-key/--cert or their environment defaults, the
+    certificate defaulting to NAME.cert beside NAME.key; None when no key is given."""
+    key: Path | None = args.sign
+    cert: Path | None = args.cert
+    if key is None:
+        if cert is not None:
+            raise BadInput("--cert without --sign-key (or OVL_SIGN_KEY)")
+        return None
+    if cert is None:
+        cert = key.with_suffix(".cert")
+        if not cert.is_file():
+            raise BadInput(
+                f"--sign-key {key}: no --cert (or OVL_SIGN_CERT), and no {cert} beside it"
+            )
+    return key, cert
+
+
+def required_signer(args: argparse.Namespace) -> tuple[Path, Path]:
+    """`signer_files`, which must name a key (seal and sign always sign)."""
+    files = signer_files(args)
+    if files is None:
+        raise BadInput("no signer: give --sign-key SIGNER.key (or set OVL_SIGN_KEY)")
+    return files
 
 
 def load_trust(path: Path) -> TrustStore:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ovl.core.cli import input_dir, input_file, output_problem
 from ovl.core.errors import BadInput
+from ovl.tools.keys import required_signer, signer_option_specs
 from ovl.tools.seal import load_recipients, seal_bundle, seal_per_machine
 
 
@@ -38,6 +39,7 @@ def _manifest(bundle: Path) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    key, cert = required_signer(args)
     if args.per_machine:
         if args.recipient or args.passphrase:
             raise BadInput("--per-machine takes recipients from --recipients-dir, not -r/-p")
@@ -48,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
             args.per_machine,
             args.recipients_dir,
             args.out,
-            signer_key=args.sign,
-            certificate=args.cert,
+            signer_key=key,
+            certificate=cert,
             armor=args.armor,
         )
         if args.json:
@@ -80,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     sealed = seal_bundle(
         args.bundle,
         args.out,
-        signer_key=args.sign,
-        certificate=args.cert,
+        signer_key=key,
+        certificate=cert,
         name=name,
         serial=serial,
         recipients=recipients,
@@ -114,8 +116,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("bundle", type=input_file, metavar="BUNDLE")
-    parser.add_argument("--sign", type=input_file, required=True, metavar="SIGNER.key")
-    parser.add_argument("--cert", type=input_file, required=True, metavar="SIGNER.cert")
+    for flags, options in signer_option_specs():
+        parser.add_argument(*flags, **options)  # type: ignore[arg-type]
     parser.add_argument(
         "-r",
         "--recipient",
