@@ -14,7 +14,7 @@ from ovl.delta.protocol import trusted_comment
 from ovl.delta.ship import node_signer
 from ovl.tools.keys import new_signing_pair
 from ovl.trust.minisign import parse_public_key, parse_signature, verify_file
-from tests.tools.server_fixtures import keypair, ovl, running_server
+from tests.tools.server_fixtures import keypair, running_server, server_with_machine
 
 AGENT = [sys.executable, "-c", "import sys; from ovl.agent.cli import main; sys.exit(main())"]
 
@@ -57,8 +57,7 @@ def test_delta_ship_works_without_a_minisign_binary_on_path(tmp_path: Path) -> N
     (upper / "etc/hostname").write_text("node1\n")
     pub, sec = keypair(tmp_path / "keys", "node1")
     root = tmp_path / "srv"
-    ovl("server", "--root", str(root), "add-machine", "node1", "--profile", "lab",
-        "--mac", "52:54:00:00:00:01", "--key", str(pub))  # fmt: skip
+    server_with_machine(root, pub)
     empty = tmp_path / "empty-path"
     empty.mkdir()
     env = {**os.environ, "PATH": str(empty)}

@@ -164,3 +164,16 @@ def accept(store: Store, machine: str, delta: Path, created: int) -> str:
     shutil.copyfile(delta, copy)
     store.accept_delta(machine, sha, copy, "signature", created)
     return sha
+
+
+def server_with_machine(root: Path, pub: Path, machine: str = "node1", mac: str = "") -> None:
+    """A server root whose profile `lab` has a first version, and `machine` registered to it
+    with the node key `pub`."""
+    bundle = make_bundle(root.with_name(f"{root.name}-v1.ovl"), {"etc/motd": b"base\n"})
+    for argv in (
+        ["import", "lab", str(bundle)],
+        ["add-machine", machine, "--profile", "lab", "--mac", mac or "52:54:00:00:00:01",
+         "--key", str(pub)],
+    ):  # fmt: skip
+        done = ovl("server", "--root", str(root), *argv)
+        assert done.returncode == 0, done.stderr

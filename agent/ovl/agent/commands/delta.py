@@ -73,7 +73,9 @@ def _pack(args: argparse.Namespace) -> int:
     elif added is None:
         print("ovl-agent: delta unchanged since the last one; nothing spooled")
     else:
-        print(f"ovl-agent: spooled delta {added.sha256} ({added.size} bytes)")
+        from ovl.core.units import human_size
+
+        print(f"ovl-agent: spooled delta {added.sha256} ({human_size(added.size)})")
     return 0
 
 
@@ -92,6 +94,11 @@ def _ship(args: argparse.Namespace) -> int:
 
     if not args.server:
         raise BadInput("no --server or OVL_DELTA_SERVER to ship to")
+    from urllib.parse import urlsplit
+
+    url = urlsplit(args.server)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise BadInput(f"--server {args.server!r}: expected http://HOST[:PORT] or https://...")
     shipper = Shipper(
         server=args.server,
         machine_id=_machine_id(args.machine_id),
@@ -113,7 +120,9 @@ def _ship(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     import json
+    import time
 
+    from ovl.core.units import human_size
     from ovl.delta.spool import Spool
 
     spool = Spool(args.spool)
@@ -123,6 +132,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"pending": rows, "last_shipped": spool.last_shipped() or None}))
         return 0
     for delta in pending:
-        print(f"{delta.sha256}  {delta.size:>12}  created {delta.created_ns}")
+        created = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(delta.created_ns / 1e9))
+        print(f"{delta.sha256}  {human_size(delta.size):>10}  created {created}")
     print(f"{len(pending)} delta(s) waiting; last shipped: {spool.last_shipped() or '-'}")
     return 0
