@@ -18,7 +18,7 @@ from ovl.core.cli import CommandParser, chosen_command, run_command, spread_glob
 # Modules under ovl.tools.commands, in the order `ovl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     # one name per ovl.tools/commands/<name>.py, added when the module lands
-    # "init",
+    "init",
     "pack",
     "inspect",
     "facts",
@@ -26,7 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "apply",
     "lint",
     "plan",
-    # "diff",
+    "diff",
     "server",
     "initramfs",
     "keys",
