@@ -17,7 +17,6 @@ from ovl.core.cli import CommandParser, chosen_command, run_command, spread_glob
 
 # Modules under ovl.tools.commands, in the order `ovl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    # one name per ovl.tools/commands/<name>.py, added when the module lands
     "init",
     "pack",
     "inspect",
@@ -34,8 +33,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sign",
     "verify",
     "open",
-    # "completion",
-    # "man",
+    "completion",
+    "man",
 )
 
 

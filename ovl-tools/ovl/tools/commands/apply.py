@@ -48,8 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "On any error DIR is left as it was."
         ),
     )
-    parser.add_argument("bundle", type=input_file, metavar="FILE")
-    parser.add_argument("--target", type=Path, required=True, metavar="DIR")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
+    parser.add_argument(
+        "--target", type=Path, required=True, metavar="DIR", help="the tree to merge into"
+    )
     add_facts_source(parser)
     parser.add_argument("--json", action="store_true", help="print the layers applied as JSON")
     parser.set_defaults(func=run)

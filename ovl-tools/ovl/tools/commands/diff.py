@@ -87,8 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "mode, owner, or only the layer it comes from); mtimes are ignored."
         ),
     )
-    parser.add_argument("old", type=input_file, metavar="OLD")
-    parser.add_argument("new", type=input_file, metavar="NEW")
+    parser.add_argument("old", type=input_file, metavar="OLD", help="the bundle before")
+    parser.add_argument("new", type=input_file, metavar="NEW", help="the bundle after")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--fleet", type=input_file, metavar="FLEET.json", help="a fleet file")
     parser.add_argument("--machine", metavar="NAME", help="only this machine of the fleet")

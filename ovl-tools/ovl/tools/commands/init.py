@@ -33,6 +33,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "`ovl pack DIR/bundle` of it lints clean."
         ),
     )
-    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("directory", type=Path, metavar="DIR", help="a new or empty directory")
     parser.add_argument("--json", action="store_true", help="print the files written as JSON")
     parser.set_defaults(func=run)

@@ -81,6 +81,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "favors, entries, files and bytes. Nothing is written."
         ),
     )
-    parser.add_argument("bundle", type=input_file, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "base). Exit 1 on errors. `ovl pack` runs the same check."
         ),
     )
-    parser.add_argument("bundle", type=input_file, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
     parser.add_argument(
         "--fleet", type=input_file, metavar="FLEET.json", help="a fleet file (FACTS.md)"
     )

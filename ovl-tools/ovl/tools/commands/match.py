@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "first): those whose every favor matches the machine's facts."
         ),
     )
-    parser.add_argument("bundle", type=input_file, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
     add_facts_source(parser)
     parser.add_argument("--json", action="store_true", help='print {"layers": [...]} as JSON')
     parser.set_defaults(func=run)

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="verify and decrypt a sealed bundle",
         description="Verify BUNDLE(.minisig) under a policy, decrypt it, write the plain bundle.",
     )
-    parser.add_argument("bundle", type=input_file, metavar="BUNDLE")
+    parser.add_argument("bundle", type=input_file, metavar="BUNDLE", help="a sealed bundle")
     parser.add_argument(
         "-i",
         "--identity",
@@ -79,6 +79,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--require", default="signed", help="policy as in ovl.require= (default signed)"
     )
     parser.add_argument("--state", type=output_file, help="replay state file to check and update")
-    parser.add_argument("-o", "--out", type=output_file, required=True, metavar="PLAIN")
+    parser.add_argument(
+        "-o", "--out", type=output_file, required=True, metavar="PLAIN", help="the plain bundle"
+    )
     parser.add_argument("--json", action="store_true", help="print what was opened as JSON")
     parser.set_defaults(func=run)

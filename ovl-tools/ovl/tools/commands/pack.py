@@ -76,7 +76,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("directory", type=input_dir, metavar="DIR", help="tree to pack")
-    parser.add_argument("-o", "--output", type=output_file, required=True, metavar="FILE")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=output_file,
+        required=True,
+        metavar="FILE",
+        help="the bundle to write",
+    )
     parser.add_argument(
         "--compress",
         choices=[c.value for c in Compression],

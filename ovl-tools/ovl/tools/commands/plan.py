@@ -56,8 +56,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "are merged (later layers replace earlier files, whiteouts delete)."
         ),
     )
-    parser.add_argument("bundle", type=input_file, metavar="FILE")
-    parser.add_argument("--fleet", type=input_file, required=True, metavar="FLEET.json")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
+    parser.add_argument(
+        "--fleet", type=input_file, required=True, metavar="FLEET.json", help="a fleet file"
+    )
     parser.add_argument("--machine", metavar="NAME", help="only this machine")
     parser.add_argument(
         "--files", action="store_true", help="list every file each machine ends up with"

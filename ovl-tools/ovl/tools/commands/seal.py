@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "followed by the signer's certificate. See docs/TRUST.md."
         ),
     )
-    parser.add_argument("bundle", type=input_file, metavar="BUNDLE")
+    parser.add_argument("bundle", type=input_file, metavar="BUNDLE", help="a bundle")
     for flags, options in signer_option_specs():
         parser.add_argument(*flags, **options)  # type: ignore[arg-type]
     parser.add_argument(
@@ -148,6 +148,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DIR",
         help="with --per-machine: DIR/MACHINE.age.pub (or .pub ssh-ed25519) per machine",
     )
-    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT")
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="the sealed bundle (OUT.minisig beside it); with --per-machine a directory",
+    )
     parser.add_argument("--json", action="store_true", help="print what was written as JSON")
     parser.set_defaults(func=run)

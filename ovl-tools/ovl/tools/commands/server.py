@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_serve)
 
     imp = sub.add_parser("import", help="publish an admin-made bundle as a profile's next version")
-    imp.add_argument("profile")
-    imp.add_argument("bundle", type=input_file)
+    imp.add_argument("profile", help="the profile to publish to (made by its first import)")
+    imp.add_argument("bundle", type=input_file, help="the bundle, as ovl pack or ovl seal wrote it")
     imp.add_argument(
         "--signature", type=input_file, help="its .minisig (default: beside the bundle)"
     )
@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     imp.set_defaults(func=_import)
 
     machine = sub.add_parser("add-machine", help="register a machine and its node public key")
-    machine.add_argument("machine_id", metavar="ID")
+    machine.add_argument("machine_id", metavar="ID", help="the id it ships deltas as")
     machine.add_argument("--profile", required=True, help="a published profile")
     machine.add_argument("--mac", required=True, help="its MAC: names its layer")
     machine.add_argument(
@@ -88,7 +88,12 @@ def register(subparsers: Any) -> None:
 
     bake_parser = sub.add_parser("bake", help="bake pending deltas into new versions")
     bake_parser.add_argument("--profile", help="only this profile (default: all)")
-    bake_parser.add_argument("--layer-order", type=int, default=bake.DEFAULT_LAYER_ORDER)
+    bake_parser.add_argument(
+        "--layer-order",
+        type=int,
+        default=bake.DEFAULT_LAYER_ORDER,
+        help="NN of the machines' layers layers/NN-<mac> (default %(default)s)",
+    )
     _allow_unsigned_option(bake_parser)
     _json_option(bake_parser)
     bake_parser.set_defaults(func=_bake)
@@ -104,15 +109,17 @@ def register(subparsers: Any) -> None:
     hist.set_defaults(func=_history)
 
     back = sub.add_parser("rollback", help="republish an old version as the newest")
-    back.add_argument("version", type=int)
-    back.add_argument("--profile", required=True)
+    back.add_argument("version", type=int, help="the version whose content to republish")
+    back.add_argument("--profile", required=True, help="the profile")
     _allow_unsigned_option(back)
     _json_option(back)
     back.set_defaults(func=_rollback)
 
     pick = sub.add_parser("cherry-pick", help="merge one delta into a profile's base layer")
     pick.add_argument("delta", help="<machine>/<sha256> or a unique sha256 prefix")
-    pick.add_argument("--to", dest="profile", required=True, metavar="PROFILE")
+    pick.add_argument(
+        "--to", dest="profile", required=True, metavar="PROFILE", help="the profile to merge into"
+    )
     _allow_unsigned_option(pick)
     _json_option(pick)
     pick.set_defaults(func=_cherry_pick)

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "a lower serial than the highest they accepted for NAME. See docs/TRUST.md."
         ),
     )
-    parser.add_argument("file", type=input_file, metavar="FILE")
+    parser.add_argument("file", type=input_file, metavar="FILE", help="the image to sign")
     for flags, options in signer_option_specs():
         parser.add_argument(*flags, **options)  # type: ignore[arg-type]
     parser.add_argument("--name", help="image name (default: FILE's base name)")

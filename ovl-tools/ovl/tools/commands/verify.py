@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " signature) against the trusted roots (and revocations) in --keys."
         ),
     )
-    parser.add_argument("file", type=input_file, metavar="FILE")
+    parser.add_argument(
+        "file", type=input_file, metavar="FILE", help="a sealed bundle or a signed image"
+    )
     parser.add_argument("--signature", type=input_file, help="default FILE.minisig")
     add_keys_option(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
