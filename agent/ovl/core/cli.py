@@ -237,6 +237,16 @@ def input_dir(text: str) -> Path:
     return path
 
 
+def output_dir(text: str) -> Path:
+    """A directory to write into: an existing one, or a new one whose parent exists."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    if not path.exists() and not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: directory {path.parent} does not exist")
+    return path
+
+
 def output_problem(path: Path) -> str | None:
     """Why `path` cannot be (re)written as a file, or None: its directory must exist (nothing
     is created on the way), and it must not be a directory."""

@@ -28,7 +28,9 @@ DEFAULT_RULES = Path("/etc/ovl/delta.conf")
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("delta", help="pack and ship this machine's changes (the upper dir)")
-    parser.add_argument("--spool", type=Path, default=DEFAULT_SPOOL, help="default %(default)s")
+    parser.add_argument(
+        "--spool", type=_spool_dir, default=DEFAULT_SPOOL, help="default %(default)s"
+    )
     actions = parser.add_subparsers(dest="delta_command", metavar="ACTION")
 
     pack = actions.add_parser("pack", help="pack the upper dir into the spool")
@@ -51,6 +53,13 @@ def register(sub: Any) -> None:
     status = actions.add_parser("spool-status", help="list deltas waiting to be shipped")
     status.add_argument("--json", action="store_true", help="print the listing as JSON")
     status.set_defaults(func=_status)
+
+
+def _spool_dir(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    return path
 
 
 def _pack(args: argparse.Namespace) -> int:

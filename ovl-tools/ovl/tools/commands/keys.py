@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ovl.core.cli import input_dir, input_file, output_file
+from ovl.core.cli import input_dir, input_file, output_dir, output_file
 from ovl.core.errors import BadInput
 from ovl.tools.keys import (
     KeyFile,
@@ -118,7 +118,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action = sub.add_parser(name, help=help_text, description=help_text)
         action.add_argument("name", metavar="NAME", help="the key's name: NAME.key, NAME.pub...")
         action.add_argument(
-            "-d", "--dir", type=Path, default=Path("."), help="write the files here (default .)"
+            "-d",
+            "--dir",
+            type=output_dir,
+            default=Path("."),
+            help="write the files here (default .; a new directory is made)",
         )
         return action
 
