@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from ovl.core.units import human_duration, human_size
 from ovl.tools.progress import Progress, counting_reader
@@ -62,3 +71,30 @@ def test_human_sizes_and_durations() -> None:
     ]
     assert human_size(3 << 40) == "3.00 TiB"
     assert [human_duration(s) for s in (0, 5.4, 754, 3723)] == ["0:00", "0:05", "12:34", "1:02:03"]
+
+
+@pytest.mark.subprocess
+def test_pack_on_a_terminal_draws_its_total_and_on_a_pipe_nothing(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "usr/lib").mkdir(parents=True)
+    (tree / "usr/lib/blob").write_bytes(os.urandom(3 << 20))
+    ovl = [sys.executable, "-c", "import sys; from ovl.tools.cli import main; sys.exit(main())"]
+    controller, terminal = pty.openpty()
+    with os.fdopen(controller, "rb", buffering=0) as screen:
+        done = subprocess.run(
+            [*ovl, "pack", str(tree), "-o", str(tmp_path / "a.ovl")],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            check=True,
+        )
+        os.close(terminal)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal side is closed
+            while chunk := screen.read(4096):
+                drawn += chunk
+    assert done.stdout.decode().startswith(f"{tmp_path / 'a.ovl'}: 3 entries, 3.00 MiB of content")
+    assert re.search(rb"\rpack a\.ovl: 3\.00 MiB of 3\.00 MiB \(100%\), [0-9.]+ [KMG]iB/s", drawn)
+    piped = subprocess.run(
+        [*ovl, "pack", str(tree), "-o", str(tmp_path / "b.ovl")], capture_output=True, check=True
+    )
+    assert piped.stderr == b""

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ovl.core.cli import input_file
+from ovl.core.units import human_size
 from ovl.format.apply import apply_bundle
 from ovl.tools.factsource import add_facts_source, facts_from_args
 from ovl.tools.progress import open_with_progress
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     for layer in result.layers:
-        print(f"{layer.name}: {layer.files} files, {layer.bytes} bytes")
+        print(f"{layer.name}: {layer.files} files, {human_size(layer.bytes)}")
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ovl.core.cli import input_file
+from ovl.core.units import human_size
 from ovl.format.reader import Kind
 from ovl.format.scan import BundleInfo, LayerInfo
 from ovl.tools.bundlefile import scan_file
@@ -44,8 +45,8 @@ def _print_text(path: Path, data: dict[str, Any]) -> None:
     frames = data["frame_index"]
     indexed = "" if frames is None else f", frame index of {frames} frames"
     print(
-        f"{path}: {data['compression']}{armour}, {data['size']} bytes ({data['tar_bytes']} as "
-        f"tar){indexed}"
+        f"{path}: {data['compression']}{armour}, {human_size(data['size'])} "
+        f"({human_size(data['tar_bytes'])} as tar){indexed}"
     )
     manifest = data["manifest"]
     if manifest is not None:
@@ -53,11 +54,12 @@ def _print_text(path: Path, data: dict[str, Any]) -> None:
         print(f" created {manifest['created']}" if manifest["created"] else "")
         if manifest["description"]:
             print(f"  {manifest['description']}")
-    print(f"{'layer':<40} {'entries':>8} {'files':>8} {'bytes':>12}  favors")
+    width = max(40, *(len(layer["name"]) for layer in data["layers"]))
+    print(f"{'layer':<{width}} {'entries':>8} {'files':>8} {'size':>10}  favors")
     for layer in data["layers"]:
         print(
-            f"{layer['name']:<40} {layer['entries']:>8} {layer['files']:>8} "
-            f"{layer['bytes']:>12}  {' '.join(layer['favors'])}"
+            f"{layer['name']:<{width}} {layer['entries']:>8} {layer['files']:>8} "
+            f"{human_size(layer['bytes']):>10}  {' '.join(layer['favors'])}"
         )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ovl.core.cli import input_file
 from ovl.core.errors import BadInput
+from ovl.core.units import human_size
 from ovl.tools.bundlefile import scan_file
 from ovl.tools.fleet import load_fleet
 from ovl.tools.plan import MachinePlan, plan_machine
@@ -16,12 +17,13 @@ from ovl.tools.plan import MachinePlan, plan_machine
 
 def _print_text(plans: list[MachinePlan], with_paths: bool) -> None:
     for plan in plans:
-        print(f"{plan.machine}: {plan.files} files, {plan.bytes} bytes after merging")
+        print(f"{plan.machine}: {plan.files} files, {human_size(plan.bytes)} after merging")
+        width = max(len(layer.name) for layer in plan.layers)
         for layer in plan.layers:
-            print(f"  {layer.name:<40} {layer.files:>8} files {layer.bytes:>12} bytes")
+            print(f"  {layer.name:<{width}}  {layer.files:>8} files  {human_size(layer.bytes):>10}")
         if with_paths:
             for path in plan.paths:
-                print(f"    {path.path}  {path.kind} {path.size}  from {path.layer}")
+                print(f"    {path.path}  {path.kind} {human_size(path.size)}  from {path.layer}")
 
 
 def _as_json(plan: MachinePlan, with_paths: bool) -> dict[str, Any]:
