@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.tools.server_fixtures import keypair, ovl, running_server
+from tests.tools.server_fixtures import free_port, keypair, running_server, server_with_machine
 
 pytestmark = pytest.mark.subprocess
 
@@ -33,8 +34,7 @@ def test_pack_spools_once_per_change_and_ship_empties_the_spool(tmp_path: Path) 
 
     pub, sec = keypair(tmp_path / "keys", "node1")
     root = tmp_path / "srv"
-    ovl("server", "--root", str(root), "add-machine", "node1", "--profile", "lab",
-        "--mac", "52:54:00:00:00:01", "--key", str(pub))  # fmt: skip
+    server_with_machine(root, pub)
     with running_server(root) as url:
         ship = agent("delta", "--spool", spool, "ship", "--server", url,
                      "--machine-id", "node1", "--key", str(sec))  # fmt: skip
@@ -63,3 +63,28 @@ def test_missing_upper_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_ship_without_a_server_says_so(tmp_path: Path) -> None:
     done = agent("delta", "--spool", str(tmp_path / "s"), "ship", "--machine-id", "x")
     assert done.returncode == 2 and "no --server or OVL_DELTA_SERVER" in done.stderr
+
+
+def test_ship_names_a_url_without_scheme_and_an_unreachable_server(tmp_path: Path) -> None:
+    upper, spool = tmp_path / "upper", str(tmp_path / "spool")
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc/hostname").write_text("node1\n")
+    agent("delta", "--spool", spool, "pack", "--upper", str(upper), "--rules", "/nonexistent")
+    _, sec = keypair(tmp_path / "keys", "node1")
+    ship = ["delta", "--spool", spool, "ship", "--machine-id", "node1", "--key", str(sec)]
+    port = free_port()  # nothing listens there
+    bare = agent(*ship, "--server", f"127.0.0.1:{port}")
+    assert (bare.returncode, bare.stdout) == (2, "")
+    assert bare.stderr == (
+        f"ovl-agent: error: --server '127.0.0.1:{port}': expected http://HOST[:PORT] or"
+        " https://...\n"
+    )
+    down = agent(*ship, "--server", f"http://127.0.0.1:{port}", "--tries", "1")
+    assert down.returncode == 1
+    assert down.stderr.endswith(
+        f"not shipped after 1 tries (cannot connect to 127.0.0.1:{port} (connection refused));"
+        " it stays spooled\n"
+    )
+    status = agent("delta", "--spool", spool, "spool-status").stdout.splitlines()
+    assert re.fullmatch(r"[0-9a-f]{64} +\d+ B  created \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", status[0])
+    assert status[1] == "1 delta(s) waiting; last shipped: -"

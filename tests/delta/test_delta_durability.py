@@ -16,7 +16,7 @@ import zstandard
 
 from ovl.delta.spool import Spool
 from ovl.tools.server.store import Store
-from tests.tools.server_fixtures import keypair, ovl, running_server
+from tests.tools.server_fixtures import keypair, running_server, server_with_machine
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
@@ -54,9 +54,7 @@ def test_no_delta_is_lost_when_pack_and_ship_are_killed_at_random(tmp_path: Path
     rng = random.Random(20260602)
     root, upper, spool_dir = tmp_path / "srv", tmp_path / "upper", tmp_path / "spool"
     pub, sec = keypair(tmp_path / "keys", "node1")
-    done = ovl("server", "--root", str(root), "add-machine", "node1", "--profile", "lab",
-               "--mac", "52:54:00:00:00:01", "--key", str(pub))  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    server_with_machine(root, pub)
     upper.mkdir()
     (upper / "bulk").write_bytes(os.urandom(24 << 20))  # long enough for kills to land mid-way
     spool, store = Spool(spool_dir), Store(root)

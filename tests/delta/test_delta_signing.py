@@ -14,7 +14,7 @@ from ovl.delta.protocol import trusted_comment
 from ovl.delta.ship import node_signer
 from ovl.tools.keys import new_signing_pair
 from ovl.trust.minisign import parse_public_key, parse_signature, verify_file
-from tests.tools.server_fixtures import keypair, ovl, running_server
+from tests.tools.server_fixtures import keypair, running_server, server_with_machine
 
 AGENT = [sys.executable, "-c", "import sys; from ovl.agent.cli import main; sys.exit(main())"]
 
@@ -46,7 +46,7 @@ def test_node_signature_is_prehashed_and_names_the_node_key(tmp_path: Path) -> N
 
 def test_unreadable_node_key_fails_before_any_upload(tmp_path: Path) -> None:
     (tmp_path / "node.key").write_text("not a key\n")
-    with pytest.raises(BadInput, match="not a readable minisign secret key"):
+    with pytest.raises(BadInput, match="expected a minisign secret key, found text that is no key"):
         node_signer(tmp_path / "node.key")
 
 
@@ -57,8 +57,7 @@ def test_delta_ship_works_without_a_minisign_binary_on_path(tmp_path: Path) -> N
     (upper / "etc/hostname").write_text("node1\n")
     pub, sec = keypair(tmp_path / "keys", "node1")
     root = tmp_path / "srv"
-    ovl("server", "--root", str(root), "add-machine", "node1", "--profile", "lab",
-        "--mac", "52:54:00:00:00:01", "--key", str(pub))  # fmt: skip
+    server_with_machine(root, pub)
     empty = tmp_path / "empty-path"
     empty.mkdir()
     env = {**os.environ, "PATH": str(empty)}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +25,7 @@ from ovl.delta.rules import Rules
 from ovl.delta.ship import Signer
 from ovl.delta.spool import Spool
 from ovl.delta.upper import walk_upper
+from ovl.tools.server.store import Store
 
 OVL = [sys.executable, "-c", "import sys; from ovl.tools.cli import main; sys.exit(main())"]
 
@@ -100,36 +105,75 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(root: Path, *extra: str) -> Iterator[str]:
-    """`ovl server serve` on an ephemeral loopback port; stopped at exit."""
+    """`ovl server serve` on an ephemeral loopback port; stopped at exit. Its stderr (a line
+    per request) goes to a file, which a pipe nobody reads would fill."""
     port = free_port()
-    proc = subprocess.Popen(
-        [*OVL, "server", "--root", str(root), "serve", "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(url + "/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else ""
-                    raise RuntimeError(f"server did not start: {err}") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [*OVL, "server", "--root", str(root), "serve", "--listen", f"127.0.0.1:{port}", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    requests.get(url + "/", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        err = log.read().decode()
+                        raise RuntimeError(f"server did not start: {err}") from None
+                    time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def ovl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*OVL, *args], capture_output=True, text=True, check=False)
+
+
+def delta_file(
+    tmp_path: Path, name: str, files: dict[str, bytes], gone: tuple[str, ...] = ()
+) -> Path:
+    """A delta as the agent would pack it from an upper dir (whiteouts as char 0/0)."""
+    upper = tmp_path / f"upper-{name}"
+    for rel, data in files.items():
+        (upper / rel).parent.mkdir(parents=True, exist_ok=True)
+        (upper / rel).write_bytes(data)
+    for rel in gone:
+        (upper / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.mknod(upper / rel, 0o600 | 0o020000, 0)
+    out = tmp_path / f"{name}.tar.zst"
+    with out.open("wb") as handle:
+        write_delta(walk_upper(upper, Rules().wanted), handle)
+    return out
+
+
+def accept(store: Store, machine: str, delta: Path, created: int) -> str:
+    sha = hashlib.sha256(delta.read_bytes()).hexdigest()
+    copy = store.temp_file()
+    shutil.copyfile(delta, copy)
+    store.accept_delta(machine, sha, copy, "signature", created)
+    return sha
+
+
+def server_with_machine(root: Path, pub: Path, machine: str = "node1", mac: str = "") -> None:
+    """A server root whose profile `lab` has a first version, and `machine` registered to it
+    with the node key `pub`."""
+    bundle = make_bundle(root.with_name(f"{root.name}-v1.ovl"), {"etc/motd": b"base\n"})
+    for argv in (
+        ["import", "lab", str(bundle)],
+        ["add-machine", machine, "--profile", "lab", "--mac", mac or "52:54:00:00:00:01",
+         "--key", str(pub)],
+    ):  # fmt: skip
+        done = ovl("server", "--root", str(root), *argv)
+        assert done.returncode == 0, done.stderr

@@ -71,7 +71,7 @@ def test_pack_of_a_missing_directory_exits_2_with_one_line(
     code = main(["pack", str(tmp_path / "absent"), "-o", str(tmp_path / "b.ovl")])
     err = capsys.readouterr().err
     assert code == 2
-    assert err == f"ovl: error: {tmp_path / 'absent'}: not a directory\n"
+    assert err == f"ovl pack: error: argument DIR: {tmp_path / 'absent'}: no such directory\n"
 
 
 @pytest.mark.subprocess
@@ -352,12 +352,13 @@ def test_match_here_uses_this_machines_own_facts(
     ]
 
 
-def test_lint_of_a_truncated_bundle_exits_2_with_the_engines_one_line(
+def test_lint_reports_a_truncated_bundle_as_a_refusal_finding(
     bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     broken = tmp_path / "broken.ovl"
     broken.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
-    code = main(["lint", str(broken)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("ovl: error: bundle: ") and err.count("\n") == 1
+    code, data = run_json(capsys, "lint", str(broken), "--json")
+    assert code == 1
+    [finding] = data["findings"]
+    assert (finding["severity"], finding["code"]) == ("error", "refused")
+    assert "truncated" in finding["message"] or "ends" in finding["message"], finding

@@ -16,7 +16,7 @@ from ovl.tools.initramfs.conf import load_config
 from ovl.tools.initramfs.freeze import frozen_agent
 from tests.conftest import Mounts
 from tests.tools.initramfs_fixtures import debian_cloud_kernel
-from tests.tools.server_fixtures import keypair, ovl, running_server
+from tests.tools.server_fixtures import keypair, running_server, server_with_machine
 
 pytestmark = pytest.mark.subprocess
 
@@ -131,8 +131,7 @@ def test_kept_agent_packs_and_ships_a_delta_without_python_or_minisign(
     (upper / "etc").mkdir(parents=True)
     (upper / "etc/hostname").write_text("node1\n")
     pub, sec = keypair(tmp_path / "keys", "node1")
-    ovl("server", "--root", str(tmp_path / "srv"), "add-machine", "node1", "--profile", "lab",
-        "--mac", "52:54:00:00:00:01", "--key", str(pub))  # fmt: skip
+    server_with_machine(tmp_path / "srv", pub)
     bare = {"PATH": str(tmp_path / "empty")}
     pack = [agent, "delta", "--spool", spool, "pack", "--upper", str(upper), "--rules", "/none"]
     subprocess.run(pack, env=bare, check=True, capture_output=True)

@@ -200,13 +200,13 @@ def test_level_outside_the_compressor_range_is_bad_input(tmp_path: Path) -> None
         pack_directory(src, tmp_path / "b.ovl", PackOptions(level=23))
 
 
-def test_malformed_layer_folder_is_refused_before_writing(tmp_path: Path) -> None:
+def test_malformed_layer_folder_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     (src / "layers/web-1").mkdir()
     dest = tmp_path / "out" / "b.ovl"
     with pytest.raises(BadInput, match="malformed layer name 'web-1'"):
         pack_directory(src, dest, PackOptions())
-    assert not dest.parent.exists()
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_invalid_manifest_is_refused_before_writing(tmp_path: Path) -> None:
@@ -313,5 +313,7 @@ FIXED_TREE_SHA256 = "c3c5a6b62a61bcc5760a1d8c8b5b02b1359a4b1ca24de1cdbabc9ecba6e
 def test_fixed_tree_packs_to_the_recorded_bytes(tmp_path: Path) -> None:
     tree = make_fixed_tree(tmp_path / "tree")
     out = tmp_path / "out.tar"
-    pack_directory(tree, out, PackOptions(compression=Compression.NONE))
+    # force: the tree holds a device node and a fifo, which machines refuse.
+    result = pack_directory(tree, out, PackOptions(compression=Compression.NONE), force=True)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == FIXED_TREE_SHA256
+    assert [(f.code, f.where) for f in result.findings] == [("refused", "etc/fifo")]

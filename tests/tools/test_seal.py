@@ -47,6 +47,7 @@ def _seal(pki: Pki, bundle: Path, out: Path, *extra: str) -> int:
 
 
 def test_seal_reads_name_and_serial_from_ovl_json(pki: Pki, tmp_path: Path) -> None:
+    (tmp_path / "ship").mkdir()
     out = tmp_path / "ship" / "fleet.ovl.age"
     assert _seal(pki, _bundle(tmp_path), out, "-r", pki.node_recipient) == 0
     sig = (tmp_path / "ship" / "fleet.ovl.age.minisig").read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -14,13 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from ovl.delta.pack import write_delta
-from ovl.delta.rules import Rules
-from ovl.delta.upper import walk_upper
 from ovl.format.frameindex import read_index
 from ovl.tools.server.layers import Layer, Member, merge_layers
 from ovl.tools.server.store import Store
-from tests.tools.server_fixtures import keypair, make_bundle, ovl, read_bundle_files
+from tests.tools.server_fixtures import (
+    accept,
+    delta_file,
+    keypair,
+    make_bundle,
+    ovl,
+    read_bundle_files,
+)
 
 MAC = "52:54:00:12:34:56"
 LAYER = "layers/90-525400123456"
@@ -66,33 +69,6 @@ def test_merge_layers_means_the_same_as_stacking(
     assert all(result[p] is up[p] for p in result if p in up)
 
 
-def delta_file(
-    tmp_path: Path, name: str, files: dict[str, bytes], gone: tuple[str, ...] = ()
-) -> Path:
-    """A delta as the agent would pack it from an upper dir (whiteouts as char 0/0)."""
-    upper = tmp_path / f"upper-{name}"
-    for rel, data in files.items():
-        (upper / rel).parent.mkdir(parents=True, exist_ok=True)
-        (upper / rel).write_bytes(data)
-    for rel in gone:
-        (upper / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.mknod(upper / rel, 0o600 | 0o020000, 0)
-    out = tmp_path / f"{name}.tar.zst"
-    with out.open("wb") as handle:
-        write_delta(walk_upper(upper, Rules().wanted), handle)
-    return out
-
-
-def accept(store: Store, machine: str, delta: Path, created: int) -> str:
-    import hashlib
-
-    sha = hashlib.sha256(delta.read_bytes()).hexdigest()
-    copy = store.temp_file()
-    shutil.copyfile(delta, copy)
-    store.accept_delta(machine, sha, copy, "signature", created)
-    return sha
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     srv = tmp_path / "srv"
@@ -122,7 +98,7 @@ def test_bake_turns_deltas_into_the_machine_layer_newest_winning(
     )
     done = ovl("server", "--root", str(root), "bake")
     assert done.returncode == 0, done.stderr
-    assert "lab: published version 2 (serial 2)" in done.stdout
+    assert "lab: published version 2 (serial 2, unsigned)" in done.stdout
     assert "kiosk: nothing to bake" in done.stdout
     files = current_files(root, "lab")
     assert files[f"{LAYER}/etc/app.conf"] == b"one\n"
@@ -165,7 +141,7 @@ def test_history_rollback_and_cherry_pick(tmp_path: Path, root: Path) -> None:
     assert ovl("server", "--root", str(root), "bake").returncode == 0
     back = ovl("server", "--root", str(root), "rollback", "1", "--profile", "lab")
     assert back.returncode == 0, back.stderr
-    assert "lab: published version 3 (serial 3)" in back.stdout
+    assert "lab: published version 3 (serial 3, unsigned)" in back.stdout
     files = current_files(root, "lab")
     assert f"{LAYER}/etc/app.conf" not in files and files["etc/issue"] == b"v1\n"
     assert json.loads(files["ovl.json"])["serial"] == 3

@@ -18,7 +18,8 @@ from ovl.delta.rules import Rules
 from ovl.delta.upper import walk_upper
 from ovl.format.apply import apply_bundle
 from ovl.tools.server.bake import bake
-from ovl.tools.server.history import import_bundle, rollback
+from ovl.tools.server.history import rollback
+from ovl.tools.server.importing import ImportRequest, import_bundle
 from ovl.tools.server.signing import certified_signer
 from ovl.tools.server.store import Machine, Store
 from ovl.trust.certs import TrustStore
@@ -58,7 +59,9 @@ def test_upper_baked_and_applied_by_the_engine_equals_the_merged_view(
     pki = make_pki(tmp_path / "pki")
     sign = certified_signer(pki.signer_key, pki.cert)
     store = Store(tmp_path / "srv")
-    import_bundle(store, "lab", gnu_tar_bundle(lower, tmp_path / "lab.ovl"), None)
+    import_bundle(
+        store, ImportRequest("lab", gnu_tar_bundle(lower, tmp_path / "lab.ovl"), None), None
+    )
     store.add_machine(Machine("node1", "lab", MAC, pki.signer_pub.read_text()))
     delta = store.temp_file()
     with delta.open("wb") as out:

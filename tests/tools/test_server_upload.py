@@ -14,7 +14,14 @@ from ovl.core.errors import OvlError
 from ovl.delta.ship import Backoff, Refused, Shipper
 from ovl.delta.spool import Spool
 from ovl.tools.server.store import Store
-from tests.tools.server_fixtures import keypair, ovl, running_server, spool_tree, stock_signer
+from tests.tools.server_fixtures import (
+    keypair,
+    make_bundle,
+    ovl,
+    running_server,
+    spool_tree,
+    stock_signer,
+)
 
 pytestmark = pytest.mark.subprocess
 
@@ -25,6 +32,9 @@ MAC = "52:54:00:12:34:56"
 def server_root(tmp_path: Path) -> Path:
     root = tmp_path / "srv"
     pub, _ = keypair(tmp_path / "keys", "node1")
+    bundle = make_bundle(tmp_path / "fleet.ovl", {"etc/motd": b"base\n"})
+    done = ovl("server", "--root", str(root), "import", "lab", str(bundle))
+    assert done.returncode == 0, done.stderr
     done = ovl("server", "--root", str(root), "add-machine", "node1", "--profile", "lab",
                "--mac", MAC, "--key", str(pub))  # fmt: skip
     assert done.returncode == 0, done.stderr

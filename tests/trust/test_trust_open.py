@@ -151,9 +151,17 @@ def test_uncertified_signer_is_refused(pki: Pki, tmp_path: Path) -> None:
     assert "not certified" in opened.warnings[0]
 
 
-def test_expired_certificate_is_refused(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path, expires=datetime.now(UTC) - timedelta(minutes=1))
+def test_expired_certificate_is_refused(pki: Pki, tmp_path: Path) -> None:
+    # `ovl seal` refuses an expired certificate; a signature carrying one is made by hand:
+    # the certificate is the trailer after the signature's four lines, which it does not cover.
     out = _seal(pki, tmp_path)
+    expired = tmp_path / "expired.cert"
+    certify(
+        pki.root_key, pki.signer_pub, "alice", datetime.now(UTC) - timedelta(minutes=1), expired
+    )
+    signature = out.with_name(out.name + ".minisig")
+    lines = signature.read_text().splitlines()[:4] + expired.read_text().splitlines()
+    signature.write_text("\n".join(lines) + "\n")
     with pytest.raises(OvlError, match="certificate of signer 'alice' expired on"):
         _open(pki, out)
 

@@ -20,7 +20,7 @@ class Pki:
     node_recipient: str
 
 
-def make_pki(tmp_path: Path, expires: datetime | None = None) -> Pki:
+def make_pki(tmp_path: Path) -> Pki:
     secret = tmp_path / "secret"
     keys = tmp_path / "keys"
     keys.mkdir(parents=True)
@@ -28,7 +28,7 @@ def make_pki(tmp_path: Path, expires: datetime | None = None) -> Pki:
     root_pub.rename(keys / "root.pub")
     signer_key, signer_pub = new_signing_pair(secret, "alice", "signer")
     cert = secret / "alice.cert"
-    when = expires or datetime.now(UTC) + timedelta(days=30)
+    when = datetime.now(UTC) + timedelta(days=30)
     certify(root_key, signer_pub, "alice", when, cert)
     identity, recipient = new_node_identity(secret, "node1")
     return Pki(

@@ -153,4 +153,6 @@ def load_rules(config: Path) -> Rules:
         return Rules()
     except OSError as exc:
         raise BadInput(f"{config}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise BadInput(f"{config}: not a rules file (binary data, not text)") from None
     return Rules(DEFAULT_RULES + parse_rules(text, str(config)))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import urlsplit
 
 from ovl.core.errors import OvlError
 from ovl.delta.protocol import SIGNATURE_HEADER, delta_path, trusted_comment
@@ -117,7 +119,7 @@ class Shipper:
                     self.url(delta), data=data, headers=headers, timeout=self.timeout
                 )
         except requests.RequestException as exc:
-            raise _Retryable(type(exc).__name__) from exc
+            raise _Retryable(_network_problem(exc, self.server)) from exc
         if response.status_code in (200, 201, 204):
             return
         reason = response.text.strip().splitlines()[0] if response.text.strip() else ""
@@ -148,3 +150,21 @@ class _Progress:
                 f"\rovl-agent: uploading delta {self.label}: {percent}%", end=end, file=sys.stderr
             )
         return data
+
+
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _network_problem(exc: Exception, server: str) -> str:
+    """One line for a failed request that names the server: `cannot connect to HOST:PORT
+    (connection refused)`, `HOST:PORT: timed out`."""
+    import requests
+
+    where = urlsplit(server).netloc or server
+    if isinstance(exc, requests.Timeout):
+        return f"{where}: timed out"
+    if isinstance(exc, requests.ConnectionError):
+        found = _ERRNO_TEXT.search(str(exc))
+        reason = found[1].strip().lower() if found else type(exc).__name__
+        return f"cannot connect to {where} ({reason})"
+    return f"{where}: {type(exc).__name__}"

@@ -56,7 +56,9 @@ def load_identity_file(path: Path) -> list[Identity]:
     lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
     secrets = [line for line in lines if line.startswith("AGE-SECRET-KEY-1")]
     if not secrets:
-        raise BadInput(f"{where}: no AGE-SECRET-KEY-1 line and no OpenSSH private key")
+        from ovl.trust.keykind import AGE_IDENTITY, wrong_kind
+
+        raise wrong_kind(where, f"{AGE_IDENTITY} or an OpenSSH private key", data)
     try:
         return [AgeIdentity(pyrage.x25519.Identity.from_str(s), str(path)) for s in secrets]
     except pyrage.IdentityError as exc:

@@ -110,7 +110,11 @@ class TrustStore:
         """The trusted root that made `sig` over `message`; OvlError otherwise."""
         root = next((r for r in self.roots if r.key_id == sig.key_id), None)
         if root is None:
-            raise OvlError(f"{where}: signed by key {sig.key_id_hex}, which is not a trusted root")
+            trusted = ", ".join(r.id_hex for r in self.roots) or "none"
+            raise OvlError(
+                f"{where}: signed by key {sig.key_id_hex}, which is not a trusted root"
+                f" (trusted roots: {trusted})"
+            )
         if root.id_hex in self.revoked:
             raise OvlError(f"{where}: root key {root.id_hex} is revoked")
         verify_bytes(root, sig, message, where)
@@ -124,8 +128,12 @@ class TrustStore:
         try:
             self.verify_by_root(cert, comment_bytes(signer_pub), "certificate")
         except OvlError as exc:
+            # A signer's own .pub among the roots is a common mix-up: say so.
+            mixup = any(r.key_id == signer.key_id for r in self.roots)
+            hint = "; the signer's own public key is among the roots, not the root's" * mixup
             raise OvlError(
-                f"{where}: signer key {signer.id_hex} is not certified by a trusted root ({exc})"
+                f"{where}: signer key {signer.id_hex} is not certified by a trusted root"
+                f" ({exc}){hint}"
             ) from exc
         name, expires = cert_fields(cert.trusted_comment, where)
         if signer.id_hex in self.revoked:

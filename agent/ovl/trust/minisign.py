@@ -103,7 +103,19 @@ def _lines(text: str) -> list[str]:
 
 
 def parse_public_key(text: str, where: str = "public key") -> PublicKey:
-    """A minisign public key from its file text, or from the bare base64 line."""
+    """A minisign public key from its file text, or from the bare base64 line; BadInput
+    naming what the text holds instead (an age recipient, a secret key...)."""
+    try:
+        return _parse_public_key(text, where)
+    except BadInput:
+        from ovl.trust.keykind import MINISIGN_PUBLIC, key_kind, wrong_kind
+
+        if key_kind(text) in (MINISIGN_PUBLIC, "text that is no key ovl knows"):
+            raise
+        raise wrong_kind(where, MINISIGN_PUBLIC, text) from None
+
+
+def _parse_public_key(text: str, where: str) -> PublicKey:
     lines = [line for line in _lines(text) if line.strip()]
     comment = ""
     if lines and lines[0].startswith(UNTRUSTED):
@@ -117,7 +129,20 @@ def parse_public_key(text: str, where: str = "public key") -> PublicKey:
 
 
 def parse_signature(text: str, where: str = "signature") -> Signature:
-    """A minisign signature file; lines after the fourth are kept as `trailer`."""
+    """A minisign signature file; lines after the fourth are kept as `trailer`. BadInput
+    naming what the text holds when it is another kind of file (a key, say)."""
+    try:
+        return _parse_signature(text, where)
+    except BadInput:
+        from ovl.trust.keykind import key_kind, wrong_kind
+
+        found = key_kind(text)
+        if "signature" in found or "certificate" in found or found.startswith("text that"):
+            raise
+        raise wrong_kind(where, "a minisign signature", text) from None
+
+
+def _parse_signature(text: str, where: str) -> Signature:
     lines = _lines(text)
     if len(lines) < 4:
         raise BadInput(f"{where}: truncated (a minisign signature has 4 lines)")

@@ -125,12 +125,20 @@ def load_secret_key(path: Path) -> SecretKey:
     """A minisign secret key file, unencrypted or scrypt-encrypted."""
     where = f"secret key {path}"
     try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{where}: cannot read it ({exc.strerror})") from exc
+    try:
+        lines = [line for line in data.decode().splitlines() if line.strip()]
         blob = base64.b64decode(lines[-1], validate=True)
-    except (OSError, IndexError, ValueError) as exc:
-        raise BadInput(f"{where}: not a readable minisign secret key") from exc
+    except (IndexError, ValueError):
+        blob = b""
     if len(blob) != 158 or blob[:2] != LEGACY or blob[4:6] != _CHECKSUM_ALG:
-        raise BadInput(f"{where}: not a minisign Ed25519 secret key")
+        from ovl.trust.keykind import MINISIGN_PUBLIC, MINISIGN_SECRET, key_kind, wrong_kind
+
+        public = key_kind(data) == MINISIGN_PUBLIC
+        hint = "that is the public half of a key pair: pass NAME.key" if public else ""
+        raise wrong_kind(where, MINISIGN_SECRET, data, hint)
     kdf, salt, keynum = blob[2:4], blob[6:38], blob[54:]
     if kdf == _KDF_SCRYPT:
         stream = _scrypt_stream(_password(path), salt, blob[38:54], len(keynum))

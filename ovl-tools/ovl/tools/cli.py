@@ -13,11 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ovl.core.cli import chosen_command, run_handler
+from ovl.core.cli import CommandParser, chosen_command, run_command, spread_global_flag
 
 # Modules under ovl.tools.commands, in the order `ovl --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    # one name per ovl.tools/commands/<name>.py, added when the module lands
+    "init",
     "pack",
     "inspect",
     "facts",
@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "apply",
     "lint",
     "plan",
+    "diff",
     "server",
     "initramfs",
     "keys",
@@ -32,26 +33,55 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sign",
     "verify",
     "open",
+    "completion",
+    "man",
 )
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ovl")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command's module is imported (start-up time)."""
-    parser = argparse.ArgumentParser(
-        prog="ovl", description="Author, check, seal and serve ovl bundles; build initramfs images."
+    parser = CommandParser(
+        prog="ovl",
+        description="Author, check, seal and serve ovl bundles; build initramfs images.",
+        epilog="Run `ovl COMMAND --help` for a command's options; docs/CLI.md has them all.",
     )
-    parser.add_argument("--debug", action="store_true", help="log commands and show tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"ovl {version()}")
+    parser.add_argument(
+        "--json",
+        dest="global_json",
+        action="store_true",
+        help="JSON output, for the commands that have it (as their own --json)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES if only is None else (only,):
         module = importlib.import_module(f"ovl.tools.commands.{name}")
         module.register(sub)
+    spread_global_flag(parser, "--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def _prepare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`ovl --json COMMAND` means `ovl COMMAND --json`; logging as --debug says."""
+    if args.global_json:
+        if "json" not in args:
+            parser.error("--json: this command has no JSON output")
+        args.json = True
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="ovl: %(message)s"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(chosen_command(argv, COMMAND_MODULES)).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="ovl: %(message)s"
-    )
-    return run_handler("ovl", args)
+    parser = build_parser(chosen_command(argv, COMMAND_MODULES))
+    return run_command("ovl", parser, argv, _prepare)

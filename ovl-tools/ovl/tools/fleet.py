@@ -76,6 +76,8 @@ def _read_json(path: Path, what: str) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise BadInput(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a {what} (binary data, not JSON text)") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

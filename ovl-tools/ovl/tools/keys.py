@@ -5,6 +5,7 @@ Reading secret keys and signing live in ovl.trust.signing (nodes sign deltas wit
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from dataclasses import dataclass
@@ -22,12 +23,14 @@ from ovl.trust.certs import (
     format_expiry,
     parse_revoked,
 )
+from ovl.trust.keykind import CERTIFICATE, key_kind, wrong_kind
 from ovl.trust.minisign import (
     PublicKey,
     Signature,
     key_id_hex,
     parse_public_key,
     parse_signature,
+    read_text_file,
 )
 from ovl.trust.signing import (
     generate_secret_key,
@@ -75,7 +78,7 @@ def new_node_identity(directory: Path, name: str) -> tuple[Path, Path]:
 
 def certify(root_key: Path, signer_pub: Path, name: str, expires: datetime, out: Path) -> str:
     """Write a certificate: the root's signature over the signer's exact .pub file, then it."""
-    pub_text = signer_pub.read_text()
+    pub_text = read_text_file(signer_pub, str(signer_pub))
     pub = parse_public_key(pub_text, str(signer_pub))
     if pub.to_text() != pub_text:
         raise BadInput(f"{signer_pub}: not in minisign's two-line form; regenerate with ovl keys")
@@ -84,8 +87,91 @@ def certify(root_key: Path, signer_pub: Path, name: str, expires: datetime, out:
     comment = cert_comment(name, expires)
     untrusted = f"ovl certificate of signer {name} key {pub.id_hex}; its .pub follows"
     sig = sign(root, digest, comment, untrusted, tuple(pub_text.splitlines()))
-    out.write_text(sig.to_text())
+    write_atomic(out, sig.to_text())
     return comment
+
+
+def add_keys_option(parser: argparse.ArgumentParser) -> None:
+    """--keys PATH, default $OVL_KEYS, else keys/."""
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=env_path("OVL_KEYS") or Path("keys"),
+        metavar="PATH",
+        help="trusted roots: a directory like keys/, or one root .pub (default $OVL_KEYS or keys)",
+    )
+
+
+def env_path(name: str) -> Path | None:
+    """The path an environment variable names, or None when it is unset or empty."""
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def signer_option_specs() -> list[tuple[tuple[str, ...], dict[str, object]]]:
+    """--sign-key and --cert, defaults from OVL_SIGN_KEY and OVL_SIGN_CERT; for `add_argument`
+    (seal, sign and server share them; `signer_files` reads them)."""
+    return [
+        (
+            ("--sign-key", "--sign"),
+            {
+                "dest": "sign",
+                "type": Path,
+                "default": env_path("OVL_SIGN_KEY"),
+                "metavar": "SIGNER.key",
+                "help": "the signer's secret key (default $OVL_SIGN_KEY)",
+            },
+        ),
+        (
+            ("--cert",),
+            {
+                "type": Path,
+                "default": env_path("OVL_SIGN_CERT"),
+                "metavar": "SIGNER.cert",
+                "help": "its certificate (default $OVL_SIGN_CERT, else SIGNER.cert beside the key)",
+            },
+        ),
+    ]
+
+
+def signer_files(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    """(key, certificate) from --sign-key/--cert or their environment defaults, the
+    certificate defaulting to NAME.cert beside NAME.key; None when no key is given."""
+    key: Path | None = args.sign
+    cert: Path | None = args.cert
+    if key is None:
+        if cert is not None:
+            raise BadInput("--cert without --sign-key (or OVL_SIGN_KEY)")
+        return None
+    if cert is None:
+        cert = key.with_suffix(".cert")
+        if not cert.is_file():
+            raise BadInput(
+                f"--sign-key {key}: no --cert (or OVL_SIGN_CERT), and no {cert} beside it"
+            )
+    return key, cert
+
+
+def required_signer(args: argparse.Namespace) -> tuple[Path, Path]:
+    """`signer_files`, which must name a key (seal and sign always sign)."""
+    files = signer_files(args)
+    if files is None:
+        raise BadInput("no signer: give --sign-key SIGNER.key (or set OVL_SIGN_KEY)")
+    return files
+
+
+def load_trust(path: Path) -> TrustStore:
+    """The trusted roots given by --keys: a directory (as keys/ is on machines: every *.pub a
+    root, plus the revocation list) or one root's .pub file."""
+    where = f"--keys {path}"
+    if path.is_dir():
+        store = TrustStore.load(path)
+        if not store.roots:
+            raise BadInput(f"{where}: no trusted root (*.pub) in this directory")
+        return store
+    if not path.exists():
+        raise BadInput(f"{where}: no such directory or file (the trusted roots, e.g. keys/)")
+    return TrustStore((parse_public_key(read_text_file(path, where), where),))
 
 
 @dataclass(frozen=True)
@@ -102,10 +188,9 @@ class Certificate:
 
 
 def read_certificate(path: Path) -> Certificate:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"certificate {path}: {exc.strerror}") from exc
+    text = read_text_file(path, f"certificate {path}")
+    if key_kind(text) != CERTIFICATE:
+        raise wrong_kind(f"certificate {path}", CERTIFICATE, text, "made by `ovl keys certify`")
     cert = parse_signature(text, f"certificate {path}")
     if len(cert.trailer) != 2:
         raise BadInput(f"certificate {path}: no signer public key after the signature")
@@ -196,22 +281,4 @@ def describe_key_file(path: Path) -> KeyFile | None:
             return KeyFile(path, "age recipient", None, text.strip())
     except (OvlError, ValueError, IndexError):
         return KeyFile(path, "unreadable")
-    return None
-    try:
-        if path.suffix == ".pub" and not path.name.endswith(".age.pub"):
-            pub = parse_public_key(text, str(path))
-            return f"{pub.id_hex}  public key   {path.name}  {pub.comment}"
-        if path.suffix == ".key":
-            if is_password_protected(text):
-                return f"{'?' * 16}  secret key   {path.name}  (password-protected)"
-            key = load_secret_key(path)
-            return f"{key_id_hex(key.key_id)}  secret key   {path.name}"
-        if path.suffix == ".cert":
-            cert = read_certificate(path)
-            by = cert.signature.key_id_hex
-            return f"{cert.signer.id_hex}  certificate  {path.name}  by root {by}: {cert.comment}"
-        if path.name.endswith(".age.pub"):
-            return f"{'-' * 16}  age recipient {path.name}  {text.strip()}"
-    except (OvlError, ValueError, IndexError):
-        return f"{'?' * 16}  unreadable   {path.name}"
     return None

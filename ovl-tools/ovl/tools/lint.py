@@ -1,20 +1,26 @@
-"""Findings about a bundle before it ships: malformed layer names, layers no machine gets,
-paths that layers fight over, whiteouts that delete nothing. Pure functions; see docs/CLI.md."""
+"""Findings about a bundle before it ships: what machines would refuse (the engine's own
+scan_bundle), malformed layer names, near-miss top-level names, typed favors that swallowed a
+MAC or UUID, layers no machine gets, paths that layers fight over, whiteouts that delete
+nothing. `check_bundle` is the one check: `ovl lint` runs it on a file, `ovl pack` on the
+stream it writes. docs/CLI.md lists the codes."""
 
 from __future__ import annotations
 
+import difflib
 import enum
+import re
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from ovl.core.errors import BadInput
 from ovl.core.facts import Facts
 from ovl.format.codec import open_decoded
-from ovl.format.favors import parse_layer_name
+from ovl.format.favors import FavorKey, parse_layer_name
+from ovl.format.manifest import MANIFEST_NAME
 from ovl.format.reader import LAYERS_DIR, Kind
-from ovl.format.scan import BundleInfo, LayerInfo
+from ovl.format.scan import BundleInfo, LayerInfo, scan_bundle
 from ovl.tools.plan import layers_for
 
 
@@ -61,6 +67,98 @@ def malformed_layer_findings(dirnames: Iterable[str]) -> list[Finding]:
             findings.append(
                 Finding(Severity.ERROR, "malformed-layer", f"layers/{dirname}", str(exc))
             )
+    return findings
+
+
+_REFUSED_ENTRY = re.compile(r"^bundle entry '(.*?)': ")
+
+
+def refusal_finding(exc: BadInput) -> Finding:
+    """The engine's refusal (the first problem scan_bundle met) as an error finding."""
+    entry = _REFUSED_ENTRY.match(exc.line)
+    where = entry[1] if entry else "bundle"
+    reason = exc.line[entry.end() :] if entry else exc.line.removeprefix("bundle: ")
+    return Finding(Severity.ERROR, "refused", where, reason)
+
+
+# A name this close to one of these, at the top of the base, was most likely meant to be it.
+_NEAR_MISS_OF = (LAYERS_DIR, MANIFEST_NAME)
+
+
+def near_miss_findings(info: BundleInfo) -> list[Finding]:
+    """Top-level names of the base that look like a misspelt `layers` or `ovl.json`: their
+    content goes to every machine instead of being a layer or the manifest."""
+    tops = {entry.path.split("/", 1)[0] for entry in info.layers[0].entries}
+    findings = []
+    for top in sorted(tops - set(_NEAR_MISS_OF)):
+        for meant in _NEAR_MISS_OF:
+            close = difflib.SequenceMatcher(None, top.lower(), meant).ratio() >= 0.8
+            if top.lower() == meant or close:
+                findings.append(
+                    Finding(
+                        Severity.WARNING,
+                        "near-miss",
+                        top,
+                        f"looks like a misspelt {meant}; as it is, it is base content every "
+                        f"machine gets as /{top}",
+                    )
+                )
+                break
+    return findings
+
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_UUID_LENGTHS = (8, 4, 4, 4, 12)
+
+
+def _lookalikes(tokens: list[str]) -> Iterable[tuple[str, str]]:
+    """(kind, text) of the MACs and UUIDs among dash-separated tokens."""
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        run = tokens[index : index + 5]
+        if [len(t) for t in run] == list(_UUID_LENGTHS) and all(map(_HEX.fullmatch, run)):
+            yield "machine UUID", "-".join(run)
+            index += 5
+            continue
+        pairs = tokens[index : index + 6]
+        if len(pairs) == 6 and all(len(t) == 2 and _HEX.fullmatch(t) for t in pairs):
+            yield "MAC", "-".join(pairs)
+            index += 6
+            continue
+        colons = token.count(":") == 5 and _HEX.fullmatch(token.replace(":", ""))
+        if colons and len(token) == 17:
+            yield "MAC", token
+        index += 1
+
+
+_LOOKALIKE_KEY = {"MAC": "mac", "machine UUID": "machine"}
+
+
+def swallowed_favor_findings(info: BundleInfo) -> list[Finding]:
+    """Typed favors whose value ran on over a MAC- or UUID-looking token: a typed value ends
+    only at the next `key=` (FORMAT.md 3.1), so `release=6.1.0-56-52:54:00:aa:bb:01` asks for
+    a release with the MAC in it, which no machine has."""
+    findings = []
+    for layer in info.layers[1:]:
+        assert layer.layer is not None
+        for favor in layer.layer.favors:
+            if favor.key in (FavorKey.ANY, FavorKey.MAC):
+                continue
+            tokens = favor.value.split("-")
+            if favor.key in (FavorKey.MACHINE, FavorKey.VOLUME):
+                tokens = tokens[len(_UUID_LENGTHS) :]  # the value's own UUID
+            for kind, text in _lookalikes(tokens):
+                findings.append(
+                    Finding(
+                        Severity.WARNING,
+                        "swallowed-favor",
+                        f"layers/{layer.name}",
+                        f"the {favor.key.value}= value runs on over {text!r}, which looks like "
+                        f"a {kind} (a typed value ends only at the next key=): write "
+                        f"{_LOOKALIKE_KEY[kind]}={text}, or put untyped favors first",
+                    )
+                )
     return findings
 
 
@@ -163,9 +261,41 @@ def override_findings(info: BundleInfo, fleet: dict[str, Facts]) -> list[Finding
 
 def lint_bundle(info: BundleInfo, fleet: dict[str, Facts] | None) -> list[Finding]:
     """Every finding about a bundle that scanned cleanly, most severe first."""
-    findings = base_whiteout_findings(info) + merged_usr_findings(info)
+    findings = (
+        near_miss_findings(info)
+        + swallowed_favor_findings(info)
+        + base_whiteout_findings(info)
+        + merged_usr_findings(info)
+    )
     if fleet is not None:
         findings += unmatched_layer_findings(info, fleet)
         findings += override_findings(info, fleet)
+    return _most_severe_first(findings)
+
+
+def _most_severe_first(findings: list[Finding]) -> list[Finding]:
     order = list(Severity)
     return sorted(findings, key=lambda f: order.index(f.severity))
+
+
+def check_bundle(
+    source: BinaryIO,
+    layer_dirnames: Callable[[], Iterable[str]],
+    fleet: dict[str, Facts] | None = None,
+) -> list[Finding]:
+    """The one check of a bundle, for lint and pack: scan_bundle (what every machine refuses)
+    and, when it passes, every lint rule. A refusal is reported as findings: one per malformed
+    layer folder (`layer_dirnames` lists them all, where the scan stops at the first), else
+    the engine's one line."""
+    try:
+        info = scan_bundle(source)
+    except BadInput as exc:
+        malformed = malformed_layer_findings(layer_dirnames())
+        if malformed and "malformed layer name" in exc.line:
+            return malformed
+        return [*malformed, refusal_finding(exc)]
+    return lint_bundle(info, fleet)
+
+
+def count(findings: Iterable[Finding], severity: Severity) -> int:
+    return sum(1 for finding in findings if finding.severity is severity)

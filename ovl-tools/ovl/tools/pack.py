@@ -21,13 +21,14 @@ from ovl.core.errors import BadInput, OvlError
 from ovl.core.fs import atomic_write
 from ovl.core.writeback import EarlyWriteback
 from ovl.format.codec import Compression
-from ovl.format.encode import open_encoder
-from ovl.format.favors import parse_layer_name
-from ovl.format.manifest import MANIFEST_NAME, parse_manifest
+from ovl.format.encode import Encoder, open_encoder
+from ovl.format.reader import LAYERS_DIR
 from ovl.format.tarstream import MIN_FRAME as MIN_FRAME  # re-exported: tests size trees by it
 from ovl.format.tarstream import TarWriter, header_block, layer_folder
 from ovl.format.tarwrite import MAX_ID, MAX_NUMBER, ustar_block
+from ovl.tools.lint import Finding, Severity, check_bundle
 from ovl.tools.progress import Progress
+from ovl.tools.streamcheck import BundleRefused, CheckedEncoder
 
 # Only these namespaces travel in a bundle; system.* holds ACLs, which need their own records.
 _XATTR_NAMESPACES = ("user.", "trusted.", "security.")
@@ -48,6 +49,7 @@ class PackResult:
     entries: int
     content_bytes: int
     output_bytes: int
+    findings: tuple[Finding, ...] = ()  # the check's, as `ovl lint` reports them
 
 
 def _sorted_names(directory: str) -> list[str]:
@@ -164,27 +166,20 @@ def _tarinfo(
     return info
 
 
-def _check_bundle_tree(src: Path) -> None:
-    """Refuse to write a bundle whose manifest or layer folder names the engine would reject."""
-    manifest = src / MANIFEST_NAME
-    if manifest.exists():
-        parse_manifest(manifest.read_bytes(), str(manifest))
-    layers = src / "layers"
-    if layers.is_symlink():
-        raise BadInput(f"{layers}: must be a directory, not a symlink")
-    if not layers.is_dir():
-        return
-    for entry in sorted(layers.iterdir()):
-        if not entry.is_dir() or entry.is_symlink():
-            raise BadInput(f"{entry}: everything in layers/ must be a layer folder")
-        parse_layer_name(entry.name)
+def tree_bytes(src: Path) -> int:
+    """The regular-file content below `src`: a pack's total, for its progress line."""
+    return sum(st.st_size for _, _, st in _walk(src) if stat.S_ISREG(st.st_mode))
 
 
-def write_bundle(
-    src: Path, out: BinaryIO, options: PackOptions, progress: Progress | None = None
+def _layer_dirnames(src: Path) -> list[str]:
+    layers = src / LAYERS_DIR
+    return os.listdir(layers) if layers.is_dir() and not layers.is_symlink() else []
+
+
+def write_tree(
+    src: Path, encoder: Encoder, options: PackOptions, progress: Progress | None = None
 ) -> tuple[int, int]:
-    """Stream the tree at `src` into `out` as a bundle; returns (entries, content bytes)."""
-    encoder = open_encoder(out, options.compression, options.level, options.armor, framed=True)
+    """Stream the tree at `src` as a tar into `encoder`; returns (entries, content bytes)."""
     tar = TarWriter(encoder)
     entries = content = 0
     first_links: dict[tuple[str | None, int, int], str] = {}
@@ -211,20 +206,43 @@ def write_bundle(
 
 
 def pack_directory(
-    src: Path, dest: Path, options: PackOptions, progress: Progress | None = None
+    src: Path,
+    dest: Path,
+    options: PackOptions,
+    progress: Progress | None = None,
+    *,
+    force: bool = False,
 ) -> PackResult:
-    """Write the bundle for `src` to `dest` atomically (temp file beside it, then rename)."""
+    """Write the bundle for `src` to `dest` atomically (temp file beside it, then rename),
+    checked on the way by `ovl lint`'s own check (check_bundle): a bundle machines would
+    refuse is BundleRefused and nothing is written, unless `force`. The result carries the
+    findings (warnings; errors too when forced)."""
     if not src.is_dir():
         raise BadInput(f"{src}: not a directory")
     if dest.resolve().is_relative_to(src.resolve()):
         raise BadInput(f"{dest}: the output may not lie inside the directory being packed")
-    _check_bundle_tree(src)
+
+    def check(stream: BinaryIO) -> list[Finding]:
+        return check_bundle(stream, lambda: _layer_dirnames(src))
+
     try:
         with atomic_write(dest) as staged, staged.path.open("wb") as out:
             # Writeback started on the way, so the fsync at the end waits for little.
             sink = EarlyWriteback(out)
-            entries, content = write_bundle(src, cast(BinaryIO, sink), options, progress)
+            plain = open_encoder(
+                cast(BinaryIO, sink), options.compression, options.level, options.armor, framed=True
+            )
+            with CheckedEncoder(plain, check, str(src), stop_on_error=not force) as encoder:
+                entries, content = write_tree(src, encoder, options, progress)
+                findings = encoder.findings()
+            if not force and any(f.severity is Severity.ERROR for f in findings):
+                raise BundleRefused(str(src), findings)
             sink.durable()
     except OSError as exc:
         raise OvlError(f"{exc.filename or dest}: {exc.strerror or exc}") from exc
-    return PackResult(entries=entries, content_bytes=content, output_bytes=dest.stat().st_size)
+    return PackResult(
+        entries=entries,
+        content_bytes=content,
+        output_bytes=dest.stat().st_size,
+        findings=tuple(findings),
+    )

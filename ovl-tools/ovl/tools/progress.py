@@ -6,49 +6,65 @@ import io
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from ovl.core.errors import BadInput
+from ovl.core.units import human_duration, human_size
 
 _REDRAW_SECONDS = 0.2
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
+_ETA_AFTER = 1.0  # seconds of work before the rate is trusted for an estimate
 
 
 class Progress:
-    """Counts bytes done out of an optional total; silent unless `stream` is a terminal."""
+    """Counts bytes done out of an optional total; silent unless `stream` is a terminal.
 
-    def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None) -> None:
+    The line reads `LABEL: 120 MiB of 512 MiB (23%), 85.1 MiB/s, 0:05 left`; without a total,
+    `LABEL: 120 MiB, 85.1 MiB/s`.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stream = stream if stream is not None else sys.stderr
-        self._enabled = self._stream.isatty()
+        self.enabled = self._stream.isatty()
         self._label = label
-        self._total = total
+        self.total = total
         self._done = 0
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._drawn_at = 0.0
 
     def advance(self, amount: int) -> None:
         self._done += amount
-        now = time.monotonic()
-        if self._enabled and now - self._drawn_at >= _REDRAW_SECONDS:
+        now = self._clock()
+        if self.enabled and now - self._drawn_at >= _REDRAW_SECONDS:
             self._drawn_at = now
             self._draw(now)
 
     def close(self) -> None:
-        if self._enabled:
-            self._draw(time.monotonic())
+        if self.enabled:
+            self._draw(self._clock())
             self._stream.write("\n")
             self._stream.flush()
 
     def _draw(self, now: float) -> None:
-        rate = self._done / max(now - self._started, 1e-6)
-        of_total = f" of {_mib(self._total)}" if self._total else ""
-        self._stream.write(f"\r{self._label}: {_mib(self._done)}{of_total} ({_mib(int(rate))}/s)")
+        elapsed = max(now - self._started, 1e-6)
+        rate = self._done / elapsed
+        line = f"{self._label}: {human_size(self._done)}"
+        if self.total:
+            line += f" of {human_size(self.total)} ({min(100, self._done * 100 // self.total)}%)"
+        line += f", {human_size(int(rate))}/s"
+        if self.total and rate and elapsed >= _ETA_AFTER and self._done < self.total:
+            line += f", {human_duration((self.total - self._done) / rate)} left"
+        # \x1b[K clears what a longer earlier line left behind.
+        self._stream.write(f"\r{line}\x1b[K")
         self._stream.flush()
 
 

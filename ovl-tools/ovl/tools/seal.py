@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from ovl.core.errors import BadInput, OvlError
 from ovl.core.fs import atomic_write
 from ovl.format.encode import ArmorWriter
 from ovl.tools.keys import Certificate, read_certificate
-from ovl.trust.certs import CERT_KIND, comment_fields
+from ovl.trust.certs import CERT_KIND, cert_fields, comment_fields, format_expiry
 from ovl.trust.open import bundle_comment
 from ovl.trust.signing import SecretKey, load_secret_key, sign_file
 
@@ -38,7 +39,9 @@ def parse_recipient(text: str, where: str) -> Any:
             return pyrage.ssh.Recipient.from_str(text)
     except pyrage.RecipientError as exc:
         raise BadInput(f"{where}: malformed recipient ({exc})") from exc
-    raise BadInput(f"{where}: not an age1... or ssh-ed25519 recipient")
+    from ovl.trust.keykind import AGE_RECIPIENT, wrong_kind
+
+    raise wrong_kind(where, f"{AGE_RECIPIENT} or an ssh-ed25519 public key", text)
 
 
 def load_recipients(spec: str) -> list[Any]:
@@ -47,17 +50,19 @@ def load_recipients(spec: str) -> list[Any]:
         return [parse_recipient(spec, "recipient")]
     path = Path(spec)
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"recipient {spec}: neither a recipient nor a readable file") from exc
-    found = [
+    lines = text.splitlines()
+    if not any(line.lstrip().startswith(("age1", "ssh-ed25519 ")) for line in lines):
+        from ovl.trust.keykind import AGE_RECIPIENT, wrong_kind
+
+        raise wrong_kind(f"recipient file {path}", f"{AGE_RECIPIENT} lines", text)
+    return [
         parse_recipient(line, f"{path}:{number}")
         for number, line in enumerate(lines, 1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    if not found:
-        raise BadInput(f"recipient file {path}: no recipients")
-    return found
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,16 @@ class CertifiedKey:
 
 
 def load_certified(signer_key: Path, certificate: Path) -> CertifiedKey:
-    key = load_secret_key(signer_key)
+    """The signer key with its certificate; BadInput when the certificate is for another key
+    or has expired (machines would refuse whatever it signs)."""
     cert = read_certificate(certificate)
+    name, expires = cert_fields(cert.comment, f"certificate {certificate}")
+    if expires <= datetime.now(UTC):
+        raise BadInput(
+            f"certificate {certificate}: signer {name!r} expired on {format_expiry(expires)};"
+            " machines would refuse what it signs (have a root certify the key again)"
+        )
+    key = load_secret_key(signer_key)
     if cert.signer.key_id != key.key_id:
         raise BadInput(
             f"{certificate}: certifies key {cert.signer.id_hex}, but {signer_key} is key"
@@ -215,12 +228,19 @@ def seal_per_machine(
         raise BadInput(f"{bundle}: --per-machine needs an ovl.json with name and serial")
     name, serial = info.manifest.name, info.manifest.serial
     layer_names = [layer.name for layer in info.layers[1:]]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    # Every machine's recipient and MACs first: a missing one must not leave half a set.
+    plans = []
     for machine, facts in fleet.machines.items():
         if not facts.macs:
             raise BadInput(f"{fleet_file}: machine {machine} has no MAC to name its bundle by")
-        recipients = machine_recipients(recipients_dir, machine)
+        plans.append((machine, facts, machine_recipients(recipients_dir, machine)))
+    if not out_dir.parent.is_dir():
+        raise BadInput(f"-o {out_dir}: directory {out_dir.parent} does not exist")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"-o {out_dir}: not a directory (--per-machine writes one file per MAC)")
+    out_dir.mkdir(exist_ok=True)
+    results = []
+    for machine, facts, recipients in plans:
         keep = {layer.dirname for layer in match_layers(facts, layer_names)}
         outs = [out_dir / f"{mac.replace(':', '-')}.ovl" for mac in facts.macs]
         fd, scratch = tempfile.mkstemp(prefix=f".{machine}.", suffix=".plain", dir=out_dir)

@@ -28,8 +28,10 @@ DEFAULT_RULES = Path("/etc/ovl/delta.conf")
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("delta", help="pack and ship this machine's changes (the upper dir)")
-    parser.add_argument("--spool", type=Path, default=DEFAULT_SPOOL, help="default %(default)s")
-    actions = parser.add_subparsers(dest="delta_command", metavar="ACTION", required=True)
+    parser.add_argument(
+        "--spool", type=_spool_dir, default=DEFAULT_SPOOL, help="default %(default)s"
+    )
+    actions = parser.add_subparsers(dest="delta_command", metavar="ACTION")
 
     pack = actions.add_parser("pack", help="pack the upper dir into the spool")
     pack.add_argument("--upper", type=Path, default=DEFAULT_UPPER, help="default %(default)s")
@@ -53,6 +55,13 @@ def register(sub: Any) -> None:
     status.set_defaults(func=_status)
 
 
+def _spool_dir(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    return path
+
+
 def _pack(args: argparse.Namespace) -> int:
     from ovl.delta.pack import write_delta
     from ovl.delta.rules import load_rules
@@ -73,7 +82,9 @@ def _pack(args: argparse.Namespace) -> int:
     elif added is None:
         print("ovl-agent: delta unchanged since the last one; nothing spooled")
     else:
-        print(f"ovl-agent: spooled delta {added.sha256} ({added.size} bytes)")
+        from ovl.core.units import human_size
+
+        print(f"ovl-agent: spooled delta {added.sha256} ({human_size(added.size)})")
     return 0
 
 
@@ -92,6 +103,11 @@ def _ship(args: argparse.Namespace) -> int:
 
     if not args.server:
         raise BadInput("no --server or OVL_DELTA_SERVER to ship to")
+    from urllib.parse import urlsplit
+
+    url = urlsplit(args.server)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise BadInput(f"--server {args.server!r}: expected http://HOST[:PORT] or https://...")
     shipper = Shipper(
         server=args.server,
         machine_id=_machine_id(args.machine_id),
@@ -113,7 +129,9 @@ def _ship(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     import json
+    import time
 
+    from ovl.core.units import human_size
     from ovl.delta.spool import Spool
 
     spool = Spool(args.spool)
@@ -123,6 +141,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"pending": rows, "last_shipped": spool.last_shipped() or None}))
         return 0
     for delta in pending:
-        print(f"{delta.sha256}  {delta.size:>12}  created {delta.created_ns}")
+        created = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(delta.created_ns / 1e9))
+        print(f"{delta.sha256}  {human_size(delta.size):>10}  created {created}")
     print(f"{len(pending)} delta(s) waiting; last shipped: {spool.last_shipped() or '-'}")
     return 0

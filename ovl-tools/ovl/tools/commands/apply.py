@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ovl.core.cli import input_file
+from ovl.core.units import human_size
 from ovl.format.apply import apply_bundle
 from ovl.tools.factsource import add_facts_source, facts_from_args
 from ovl.tools.progress import open_with_progress
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     for layer in result.layers:
-        print(f"{layer.name}: {layer.files} files, {layer.bytes} bytes")
+        print(f"{layer.name}: {layer.files} files, {human_size(layer.bytes)}")
     return 0
 
 
@@ -47,8 +49,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "On any error DIR is left as it was."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="FILE")
-    parser.add_argument("--target", type=Path, required=True, metavar="DIR")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
+    parser.add_argument(
+        "--target", type=Path, required=True, metavar="DIR", help="the tree to merge into"
+    )
     add_facts_source(parser)
     parser.add_argument("--json", action="store_true", help="print the layers applied as JSON")
     parser.set_defaults(func=run)

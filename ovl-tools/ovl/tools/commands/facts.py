@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ovl.agent.facts import collect_facts
+from ovl.core.cli import input_dir
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +39,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument(
-        "--sysfs", type=Path, default=Path("/sys"), metavar="ROOT", help="sysfs root (default /sys)"
+        "--sysfs",
+        type=input_dir,
+        default=Path("/sys"),
+        metavar="ROOT",
+        help="sysfs root (default /sys)",
     )
     parser.add_argument("--json", action="store_true", help="print the facts as JSON")
     parser.set_defaults(func=run)

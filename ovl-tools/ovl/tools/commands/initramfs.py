@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_dir, input_file, output_file
 from ovl.core.errors import BadInput
 from ovl.tools.initramfs.build import BuildRequest, BuildResult, build_initramfs, source_date_epoch
 from ovl.tools.initramfs.conf import default_config, load_config
@@ -18,22 +19,27 @@ from ovl.tools.initramfs.freeze import EXECUTABLE, frozen_agent
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("initramfs", help="build the initramfs that boots ovl")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
     build = actions.add_parser(
         "build",
         help="assemble /init, busybox, the frozen agent, libraries and kernel modules",
         description="Build a reproducible initramfs (SOURCE_DATE_EPOCH sets every mtime).",
     )
     build.add_argument(
-        "-c", "--config", type=Path, help="mkinitramfs.conf (default: every key at its default)"
+        "-c",
+        "--config",
+        type=input_file,
+        help="mkinitramfs.conf (default: every key at its default)",
     )
     build.add_argument(
         "--kernel-version", required=True, help="kernel release, e.g. 6.1.0-56-cloud-amd64"
     )
     build.add_argument(
-        "--modules-dir", type=Path, help="module tree of that kernel (default /lib/modules/VERSION)"
+        "--modules-dir",
+        type=input_dir,
+        help="module tree of that kernel (default /lib/modules/VERSION)",
     )
-    build.add_argument("-o", "--output", type=Path, required=True, help="image to write")
+    build.add_argument("-o", "--output", type=output_file, required=True, help="image to write")
     build.add_argument("--report", action="store_true", help="print the size of each part")
     build.add_argument("--json", action="store_true", help="print the result as JSON")
     build.set_defaults(func=run_build)

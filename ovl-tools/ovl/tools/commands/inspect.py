@@ -8,10 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_file
+from ovl.core.units import human_size
 from ovl.format.reader import Kind
-from ovl.format.scan import BundleInfo, LayerInfo, scan_bundle
+from ovl.format.scan import BundleInfo, LayerInfo
+from ovl.tools.bundlefile import scan_file
 from ovl.tools.commands.match import describe_favors
-from ovl.tools.progress import open_with_progress
 
 
 def _layer_summary(layer: LayerInfo) -> dict[str, Any]:
@@ -43,8 +45,8 @@ def _print_text(path: Path, data: dict[str, Any]) -> None:
     frames = data["frame_index"]
     indexed = "" if frames is None else f", frame index of {frames} frames"
     print(
-        f"{path}: {data['compression']}{armour}, {data['size']} bytes ({data['tar_bytes']} as "
-        f"tar){indexed}"
+        f"{path}: {data['compression']}{armour}, {human_size(data['size'])} "
+        f"({human_size(data['tar_bytes'])} as tar){indexed}"
     )
     manifest = data["manifest"]
     if manifest is not None:
@@ -52,17 +54,17 @@ def _print_text(path: Path, data: dict[str, Any]) -> None:
         print(f" created {manifest['created']}" if manifest["created"] else "")
         if manifest["description"]:
             print(f"  {manifest['description']}")
-    print(f"{'layer':<40} {'entries':>8} {'files':>8} {'bytes':>12}  favors")
+    width = max(40, *(len(layer["name"]) for layer in data["layers"]))
+    print(f"{'layer':<{width}} {'entries':>8} {'files':>8} {'size':>10}  favors")
     for layer in data["layers"]:
         print(
-            f"{layer['name']:<40} {layer['entries']:>8} {layer['files']:>8} "
-            f"{layer['bytes']:>12}  {' '.join(layer['favors'])}"
+            f"{layer['name']:<{width}} {layer['entries']:>8} {layer['files']:>8} "
+            f"{human_size(layer['bytes']):>10}  {' '.join(layer['favors'])}"
         )
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_with_progress(args.bundle, f"inspect {args.bundle.name}") as source:
-        info = scan_bundle(source)
+    info = scan_file(args.bundle, "inspect")
     data = summary(info, args.bundle.stat().st_size)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -81,6 +83,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "favors, entries, files and bytes. Nothing is written."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)

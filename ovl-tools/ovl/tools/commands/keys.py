@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ovl.core.cli import input_dir, input_file, output_dir, output_file
 from ovl.core.errors import BadInput
 from ovl.tools.keys import (
     KeyFile,
@@ -64,7 +65,12 @@ def _pair_new(role: str) -> object:
 
 
 def _certify(args: argparse.Namespace) -> int:
-    comment = certify(args.root, args.signer_pub, args.name, parse_expiry(args.expires), args.out)
+    expires = parse_expiry(args.expires)
+    if expires <= datetime.now(UTC):
+        raise BadInput(
+            f"--expires {args.expires}: already past; machines would refuse the signer at once"
+        )
+    comment = certify(args.root, args.signer_pub, args.name, expires, args.out)
     print(f"{args.out}: {comment}")
     return 0
 
@@ -106,13 +112,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="make and certify keys (see keys/README.md)",
         description="Make node identities, root and signer key pairs; certify and revoke signers.",
     )
-    sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(dest="keys_command", metavar="ACTION")
 
     def named(name: str, help_text: str) -> argparse.ArgumentParser:
         action = sub.add_parser(name, help=help_text, description=help_text)
-        action.add_argument("name", metavar="NAME")
+        action.add_argument("name", metavar="NAME", help="the key's name: NAME.key, NAME.pub...")
         action.add_argument(
-            "-d", "--dir", type=Path, default=Path("."), help="write the files here (default .)"
+            "-d",
+            "--dir",
+            type=output_dir,
+            default=Path("."),
+            help="write the files here (default .; a new directory is made)",
         )
         return action
 
@@ -133,11 +143,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a root certifies a signer's public key",
         description="Sign SIGNER.pub with a root key; the trusted comment holds name and expiry.",
     )
-    cert.add_argument("signer_pub", type=Path, metavar="SIGNER.pub")
-    cert.add_argument("--root", type=Path, required=True, metavar="ROOT.key")
+    cert.add_argument(
+        "signer_pub", type=input_file, metavar="SIGNER.pub", help="the signer's public key"
+    )
+    cert.add_argument(
+        "--root", type=input_file, required=True, metavar="ROOT.key", help="the root's secret key"
+    )
     cert.add_argument("--name", required=True, help="the signer's name, shown on every boot")
     cert.add_argument("--expires", required=True, metavar="DATE", help="YYYY-MM-DD or ISO time")
-    cert.add_argument("-o", "--out", type=Path, required=True, metavar="SIGNER.cert")
+    cert.add_argument(
+        "-o",
+        "--out",
+        type=output_file,
+        required=True,
+        metavar="SIGNER.cert",
+        help="the certificate to write",
+    )
     cert.set_defaults(func=_certify)
 
     rev = sub.add_parser(
@@ -145,13 +166,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="add keys to the root-signed revocation list",
         description="Add key ids (or .pub files) to KEYS_DIR/revoked and sign it with a root.",
     )
-    rev.add_argument("targets", nargs="+", metavar="KEYID|SIGNER.pub")
-    rev.add_argument("--root", type=Path, required=True, metavar="ROOT.key")
-    rev.add_argument("--keys-dir", type=Path, default=Path("keys"), help="default keys/")
+    rev.add_argument(
+        "targets", nargs="+", metavar="KEYID|SIGNER.pub", help="key ids or .pub files to revoke"
+    )
+    rev.add_argument(
+        "--root",
+        type=input_file,
+        required=True,
+        metavar="ROOT.key",
+        help="a trusted root's secret key",
+    )
+    rev.add_argument("--keys-dir", type=input_dir, default=Path("keys"), help="default keys/")
     rev.add_argument("--reason", default="", help="a comment kept in the list")
     rev.set_defaults(func=_revoke)
 
     lst = sub.add_parser("list", help="list key files and revocations", description="List keys.")
-    lst.add_argument("dirs", nargs="*", type=Path, default=[Path("keys")], metavar="DIR")
+    lst.add_argument(
+        "dirs",
+        nargs="*",
+        type=input_dir,
+        default=[Path("keys")],
+        metavar="DIR",
+        help="directories of key files (default keys)",
+    )
     lst.add_argument("--json", action="store_true", help="print the listing as JSON")
     lst.set_defaults(func=_list)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from ovl.core.cli import input_file
 from ovl.format.favors import FavorKey, LayerName
-from ovl.format.scan import scan_bundle
+from ovl.tools.bundlefile import scan_file
 from ovl.tools.factsource import add_facts_source, facts_from_args
 from ovl.tools.plan import layers_for
-from ovl.tools.progress import open_with_progress
 
 
 def describe_favors(layer: LayerName) -> list[str]:
@@ -23,8 +22,7 @@ def describe_favors(layer: LayerName) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     facts = facts_from_args(args)
-    with open_with_progress(args.bundle, f"scan {args.bundle.name}") as source:
-        info = scan_bundle(source)
+    info = scan_file(args.bundle, "scan")
     matched = [layer.layer for layer in layers_for(info, facts) if layer.layer is not None]
     if args.json:
         rows = [
@@ -48,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "first): those whose every favor matches the machine's facts."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="FILE")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
     add_facts_source(parser)
     parser.add_argument("--json", action="store_true", help='print {"layers": [...]} as JSON')
     parser.set_defaults(func=run)

@@ -6,12 +6,13 @@ import argparse
 import json
 import os
 import shutil
-from pathlib import Path
 
+from ovl.core.cli import input_file, output_file
+from ovl.tools.keys import add_keys_option, load_trust
 from ovl.trust.age import Identity, Passphrase, load_identity_file, passphrase_file
 from ovl.trust.certs import TrustStore
 from ovl.trust.open import open_sealed
-from ovl.trust.policy import parse_policy
+from ovl.trust.policy import Require, parse_policy
 from ovl.trust.replay import ReplayState
 
 
@@ -21,11 +22,13 @@ def run(args: argparse.Namespace) -> int:
     if "OVL_PASSPHRASE" in os.environ:
         identities.append(Passphrase(os.environ["OVL_PASSPHRASE"], "OVL_PASSPHRASE"))
     signature = args.bundle.with_name(args.bundle.name + ".minisig")
+    policy = parse_policy(args.require)
+    lax = policy.level is Require.NONE and not args.keys.exists()
     opened = open_sealed(
         args.bundle,
         signature if signature.exists() else None,
-        parse_policy(args.require),
-        TrustStore.load(args.keys),
+        policy,
+        TrustStore(()) if lax else load_trust(args.keys),
         identities,
         ReplayState(args.state) if args.state else None,
     )
@@ -54,11 +57,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="verify and decrypt a sealed bundle",
         description="Verify BUNDLE(.minisig) under a policy, decrypt it, write the plain bundle.",
     )
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE")
+    parser.add_argument("bundle", type=input_file, metavar="BUNDLE", help="a sealed bundle")
     parser.add_argument(
         "-i",
         "--identity",
-        type=Path,
+        type=input_file,
         action="append",
         default=[],
         help="age identity file or OpenSSH ed25519 key (repeatable)",
@@ -66,16 +69,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "-k",
         "--key-file",
-        type=Path,
+        type=input_file,
         action="append",
         default=[],
         help="passphrase file (first line) for passphrase/legacy bundles",
     )
-    parser.add_argument("--keys", type=Path, default=Path("keys"), help="trusted roots (keys/)")
+    add_keys_option(parser)
     parser.add_argument(
         "--require", default="signed", help="policy as in ovl.require= (default signed)"
     )
-    parser.add_argument("--state", type=Path, help="replay state file to check and update")
-    parser.add_argument("-o", "--out", type=Path, required=True, metavar="PLAIN")
+    parser.add_argument("--state", type=output_file, help="replay state file to check and update")
+    parser.add_argument(
+        "-o", "--out", type=output_file, required=True, metavar="PLAIN", help="the plain bundle"
+    )
     parser.add_argument("--json", action="store_true", help="print what was opened as JSON")
     parser.set_defaults(func=run)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
+import sys
 from typing import Any
 
+from ovl.core.cli import input_dir, output_file
 from ovl.core.errors import BadInput
+from ovl.core.units import human_size
 from ovl.format.codec import Compression
-from ovl.tools.pack import PackOptions, pack_directory
+from ovl.tools.commands.lint import findings_json
+from ovl.tools.lint import Severity
+from ovl.tools.pack import PackOptions, pack_directory, tree_bytes
 from ovl.tools.progress import Progress
 
 
@@ -31,8 +35,14 @@ def run(args: argparse.Namespace) -> int:
         clamp_mtime=_clamp_from_environment(),
     )
     progress = Progress(f"pack {args.output.name}")
-    result = pack_directory(args.directory, args.output, options, progress)
+    if progress.enabled:
+        progress.total = tree_bytes(args.directory)
+    result = pack_directory(args.directory, args.output, options, progress, force=args.force)
     progress.close()
+    for finding in result.findings:
+        forced = " (written anyway: --force)" if finding.severity is Severity.ERROR else ""
+        where = f"{finding.code}: {finding.where}: {finding.message}"
+        print(f"ovl: warning: {where}{forced}", file=sys.stderr)
     summary: dict[str, Any] = {
         "output": str(args.output),
         "entries": result.entries,
@@ -40,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
         "output_bytes": result.output_bytes,
         "compression": options.compression.value,
         "armor": options.armor,
+        "findings": findings_json(list(result.findings)),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"{args.output}: {result.entries} entries, {result.content_bytes} bytes of content, "
-            f"{result.output_bytes} bytes written ({options.compression.value}"
+            f"{args.output}: {result.entries} entries, {human_size(result.content_bytes)} of "
+            f"content, {human_size(result.output_bytes)} written ({options.compression.value}"
             f"{', armoured' if options.armor else ''})"
         )
     return 0
@@ -60,11 +71,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Write DIR as a bundle: a POSIX pax tar in a fixed order with modes, numeric owners, "
             "mtimes, xattrs, symlinks and hardlinks. Files outside layers/ go to every machine; "
             "layers/NN-FAVOR[-FAVOR...]/ only to machines whose facts match. mtimes are clamped "
-            "to SOURCE_DATE_EPOCH when it is set. The output appears only once complete."
+            "to SOURCE_DATE_EPOCH when it is set. The output appears only once complete, and "
+            "only when `ovl lint`'s check passes (run on the stream as it is written)."
         ),
     )
-    parser.add_argument("directory", type=Path, metavar="DIR", help="tree to pack")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    parser.add_argument("directory", type=input_dir, metavar="DIR", help="tree to pack")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=output_file,
+        required=True,
+        metavar="FILE",
+        help="the bundle to write",
+    )
     parser.add_argument(
         "--compress",
         choices=[c.value for c in Compression],
@@ -79,6 +98,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--armour",
         action="store_true",
         help="base64 text between BEGIN/END OVL BUNDLE lines, pasteable into a gist",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write the bundle even when machines would refuse it (the errors become warnings)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)

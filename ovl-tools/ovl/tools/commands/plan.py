@@ -5,24 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_file
 from ovl.core.errors import BadInput
-from ovl.format.scan import scan_bundle
+from ovl.core.units import human_size
+from ovl.tools.bundlefile import scan_file
 from ovl.tools.fleet import load_fleet
 from ovl.tools.plan import MachinePlan, plan_machine
-from ovl.tools.progress import open_with_progress
 
 
 def _print_text(plans: list[MachinePlan], with_paths: bool) -> None:
     for plan in plans:
-        print(f"{plan.machine}: {plan.files} files, {plan.bytes} bytes after merging")
+        print(f"{plan.machine}: {plan.files} files, {human_size(plan.bytes)} after merging")
+        width = max(len(layer.name) for layer in plan.layers)
         for layer in plan.layers:
-            print(f"  {layer.name:<40} {layer.files:>8} files {layer.bytes:>12} bytes")
+            print(f"  {layer.name:<{width}}  {layer.files:>8} files  {human_size(layer.bytes):>10}")
         if with_paths:
             for path in plan.paths:
-                print(f"    {path.path}  {path.kind} {path.size}  from {path.layer}")
+                print(f"    {path.path}  {path.kind} {human_size(path.size)}  from {path.layer}")
 
 
 def _as_json(plan: MachinePlan, with_paths: bool) -> dict[str, Any]:
@@ -38,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
         if args.machine not in machines:
             raise BadInput(f"{args.fleet}: no machine named {args.machine!r}")
         machines = {args.machine: machines[args.machine]}
-    with open_with_progress(args.bundle, f"plan {args.bundle.name}") as source:
-        info = scan_bundle(source)
+    info = scan_file(args.bundle, "plan")
     plans = [plan_machine(info, name, facts) for name, facts in machines.items()]
     if args.json:
         print(json.dumps({"machines": [_as_json(plan, args.files) for plan in plans]}, indent=2))
@@ -58,8 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "are merged (later layers replace earlier files, whiteouts delete)."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="FILE")
-    parser.add_argument("--fleet", type=Path, required=True, metavar="FLEET.json")
+    parser.add_argument("bundle", type=input_file, metavar="FILE", help="a bundle")
+    parser.add_argument(
+        "--fleet", type=input_file, required=True, metavar="FLEET.json", help="a fleet file"
+    )
     parser.add_argument("--machine", metavar="NAME", help="only this machine")
     parser.add_argument(
         "--files", action="store_true", help="list every file each machine ends up with"

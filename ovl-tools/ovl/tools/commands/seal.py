@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_dir, input_file, output_problem
 from ovl.core.errors import BadInput
+from ovl.tools.keys import required_signer, signer_option_specs
 from ovl.tools.seal import load_recipients, seal_bundle, seal_per_machine
 
 
@@ -37,6 +39,7 @@ def _manifest(bundle: Path) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    key, cert = required_signer(args)
     if args.per_machine:
         if args.recipient or args.passphrase:
             raise BadInput("--per-machine takes recipients from --recipients-dir, not -r/-p")
@@ -47,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
             args.per_machine,
             args.recipients_dir,
             args.out,
-            signer_key=args.sign,
-            certificate=args.cert,
+            signer_key=key,
+            certificate=cert,
             armor=args.armor,
         )
         if args.json:
@@ -67,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         for machine, done in results:
             print(f"{machine}: {done.out} ({done.layers} layer(s), serial {done.serial})")
         return 0
+    problem = output_problem(args.out)
+    if problem is not None:
+        raise BadInput(f"-o {problem}")
     name, serial = args.name, args.serial
     if name is None or serial is None:
         found_name, found_serial = _manifest(args.bundle)
@@ -76,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     sealed = seal_bundle(
         args.bundle,
         args.out,
-        signer_key=args.sign,
-        certificate=args.cert,
+        signer_key=key,
+        certificate=cert,
         name=name,
         serial=serial,
         recipients=recipients,
@@ -109,9 +115,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "followed by the signer's certificate. See docs/TRUST.md."
         ),
     )
-    parser.add_argument("bundle", type=Path, metavar="BUNDLE")
-    parser.add_argument("--sign", type=Path, required=True, metavar="SIGNER.key")
-    parser.add_argument("--cert", type=Path, required=True, metavar="SIGNER.cert")
+    parser.add_argument("bundle", type=input_file, metavar="BUNDLE", help="a bundle")
+    for flags, options in signer_option_specs():
+        parser.add_argument(*flags, **options)  # type: ignore[arg-type]
     parser.add_argument(
         "-r",
         "--recipient",
@@ -131,17 +137,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--serial", type=int, help="serial (default: from ovl.json)")
     parser.add_argument(
         "--per-machine",
-        type=Path,
+        type=input_file,
         metavar="FLEET.json",
         help="one output per machine in OUT (a directory), named by MAC",
     )
     parser.add_argument(
         "--recipients-dir",
-        type=Path,
+        type=input_dir,
         default=Path("."),
         metavar="DIR",
         help="with --per-machine: DIR/MACHINE.age.pub (or .pub ssh-ed25519) per machine",
     )
-    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT")
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT",
+        help="the sealed bundle (OUT.minisig beside it); with --per-machine a directory",
+    )
     parser.add_argument("--json", action="store_true", help="print what was written as JSON")
     parser.set_defaults(func=run)

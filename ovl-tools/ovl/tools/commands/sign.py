@@ -7,8 +7,10 @@ import json
 import time
 from pathlib import Path
 
+from ovl.core.cli import input_file, output_file
 from ovl.core.errors import BadInput
 from ovl.core.fs import write_atomic
+from ovl.tools.keys import required_signer, signer_option_specs
 from ovl.tools.seal import load_certified
 from ovl.trust.open import image_comment
 
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name if args.name is not None else image.name
     serial: int = args.serial if args.serial is not None else int(time.time())
     comment = image_comment(name, serial)
-    signer = load_certified(args.sign, args.cert)
+    signer = load_certified(*required_signer(args))
     out: Path = args.out or image.with_name(image.name + ".minisig")
     write_atomic(out, signer.sign(image, comment, f"ovl image {name}, signer certificate follows"))
     if args.json:
@@ -42,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "a lower serial than the highest they accepted for NAME. See docs/TRUST.md."
         ),
     )
-    parser.add_argument("file", type=Path, metavar="FILE")
-    parser.add_argument("--sign", type=Path, required=True, metavar="SIGNER.key")
-    parser.add_argument("--cert", type=Path, required=True, metavar="SIGNER.cert")
+    parser.add_argument("file", type=input_file, metavar="FILE", help="the image to sign")
+    for flags, options in signer_option_specs():
+        parser.add_argument(*flags, **options)  # type: ignore[arg-type]
     parser.add_argument("--name", help="image name (default: FILE's base name)")
     parser.add_argument(
         "--serial",
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="replay serial; sign each new image with a higher one (default: the current time"
         " in whole seconds since the epoch, which only grows as long as the signing clock does)",
     )
-    parser.add_argument("-o", "--out", type=Path, metavar="SIG", help="default FILE.minisig")
+    parser.add_argument("-o", "--out", type=output_file, metavar="SIG", help="default FILE.minisig")
     parser.add_argument(
         "--json", action="store_true", help="print signer, name, serial, signature path"
     )

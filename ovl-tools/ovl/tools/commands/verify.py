@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ovl.core.cli import input_file
 from ovl.core.errors import BadInput
+from ovl.tools.keys import add_keys_option, load_trust
 from ovl.trust.age import describe_recipients, header_stanzas, is_age
-from ovl.trust.certs import TrustStore
 from ovl.trust.legacy import is_legacy
 from ovl.trust.minisign import parse_signature, read_text_file
 from ovl.trust.open import BUNDLE_KIND, IMAGE_KIND, check_signature, kind_name
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     kind = IMAGE_KIND if comment.trusted_comment.startswith(f"{IMAGE_KIND} ") else BUNDLE_KIND
     what = kind_name(kind)
     signed = check_signature(
-        path, signature, parse_policy("signed"), TrustStore.load(args.keys), f"{what} {path}", kind
+        path, signature, parse_policy("signed"), load_trust(args.keys), f"{what} {path}", kind
     )
     report: dict[str, Any] = {
         "kind": what,
@@ -63,8 +64,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " signature) against the trusted roots (and revocations) in --keys."
         ),
     )
-    parser.add_argument("file", type=Path, metavar="FILE")
-    parser.add_argument("--signature", type=Path, help="default FILE.minisig")
-    parser.add_argument("--keys", type=Path, default=Path("keys"), help="trusted roots (keys/)")
+    parser.add_argument(
+        "file", type=input_file, metavar="FILE", help="a sealed bundle or a signed image"
+    )
+    parser.add_argument("--signature", type=input_file, help="default FILE.minisig")
+    add_keys_option(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)

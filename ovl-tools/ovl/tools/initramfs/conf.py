@@ -115,6 +115,8 @@ def load_config(path: Path) -> InitramfsConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BadInput(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a mkinitramfs.conf (binary data, not text)") from None
     values = parse_assignments(text, str(path))
     return _build(values, path.parent, str(path))
 

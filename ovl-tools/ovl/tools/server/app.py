@@ -2,6 +2,7 @@
 
     GET  /profiles/<profile>/current/bundle.ovl   (and .minisig, versions/<N>/...)
     PUT  /deltas/<machine-id>/<sha256>.tar.zst    header X-Ovl-Signature: base64(minisig)
+    GET  /                                        the read-only status page (status.py)
 
 A PUT is accepted only from a registered machine, with a signature by that machine's node key
 whose trusted comment names the machine and the hash; the body must hash to the name.
@@ -24,6 +25,7 @@ from typing import Any
 
 from ovl.core.errors import OvlError
 from ovl.delta.protocol import DELTA_PATH, SIGNATURE_HEADER, signed_creation, trusted_comment
+from ovl.tools.server import status
 from ovl.tools.server.store import Store
 from ovl.trust import minisign
 
@@ -70,6 +72,8 @@ class ServerApp:
             if method != "PUT":
                 return Reply("405 Method Not Allowed", "deltas are PUT only").send(start_response)
             return self.receive_delta(environ, path).send(start_response)
+        if path in ("", "/"):
+            return status.respond(self.store, environ, start_response)
         return Reply("404 Not Found", "no such resource").send(start_response)
 
     # -- bundles out -----------------------------------------------------------------------

@@ -10,15 +10,16 @@ new version (store.publish: staged in ROOT/tmp, renamed in, `current` swapped).
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ovl.core.errors import OvlError
+from ovl.core.errors import BadInput, OvlError
 from ovl.tools.progress import Progress
 from ovl.tools.server.layers import Bundle, merge_layers, read_bundle, read_layer, write_bundle
 from ovl.tools.server.store import Delta, Machine, Store, Version
@@ -26,6 +27,7 @@ from ovl.trust.open import bundle_comment
 
 Signer = Callable[[Path, str], str]  # (file, trusted comment) -> minisign signature text
 DEFAULT_LAYER_ORDER = 90
+_MACHINE_LAYER = re.compile(r"layers/[0-9]+-(?P<mac>[0-9a-f]{12})")
 _COPY_CHUNK = 1 << 20
 
 
@@ -88,6 +90,37 @@ def pending_deltas(store: Store, profile: str) -> dict[Machine, list[Delta]]:
     return pending
 
 
+def require_signer(
+    store: Store, profile: str, sign: Signer | None, allow_unsigned: bool, what: str
+) -> None:
+    """A signed profile (one that ever published a signed version) gets only signed versions,
+    unless the admin says --allow-unsigned: machines under ovl.require=signed would refuse an
+    unsigned one, and they would fall back to an older signed bundle without a word."""
+    signed = store.last_signed(profile)
+    if sign is None and signed is not None and not allow_unsigned:
+        raise BadInput(
+            f"profile {profile} is signed (version {signed.number} is): {what} needs --sign-key"
+            " and --cert (or OVL_SIGN_KEY) to sign the new version; --allow-unsigned publishes"
+            " it unsigned"
+        )
+
+
+def baked_layers(store: Store, profile: str, layer_keys: Iterable[str]) -> list[str]:
+    """The layers among `layer_keys` (`layers/<dirname>`) that bakes made: a machine's layer
+    (`<NN>-<mac without separators>`) of a machine of this profile with deltas baked in."""
+    done = included_deltas(store, profile)
+    macs = {
+        m.mac.replace(":", "")
+        for m in store.machines()
+        if m.profile == profile and any(ref.startswith(f"{m.id}/") for ref in done)
+    }
+    return sorted(
+        key
+        for key in layer_keys
+        if (found := _MACHINE_LAYER.fullmatch(key)) is not None and found["mac"] in macs
+    )
+
+
 def current_or_fail(store: Store, profile: str) -> Version:
     version = store.current(profile)
     if version is None:
@@ -98,11 +131,18 @@ def current_or_fail(store: Store, profile: str) -> Version:
 
 
 def publish_bundle(
-    store: Store, profile: str, bundle: Bundle, meta: dict[str, Any], sign: Signer | None
+    store: Store,
+    profile: str,
+    bundle: Bundle,
+    meta: dict[str, Any],
+    sign: Signer | None,
+    serial: int | None = None,
 ) -> Version:
-    """Write, sign and publish `bundle` as the profile's next version, serial bumped."""
+    """Write, sign and publish `bundle` as the profile's next version, with `serial`, by
+    default the bundle's bumped (at least the version number)."""
     number = store.next_version(profile)
-    serial = max(int(bundle.manifest.get("serial", 0)) + 1, number)
+    if serial is None:
+        serial = max(int(bundle.manifest.get("serial", 0)) + 1, number)
     name = str(bundle.manifest.get("name") or profile)
     bundle.manifest = {
         **bundle.manifest,
@@ -127,13 +167,18 @@ def publish_bundle(
 
 
 def bake(
-    store: Store, profile: str, sign: Signer | None, order: int = DEFAULT_LAYER_ORDER
+    store: Store,
+    profile: str,
+    sign: Signer | None,
+    order: int = DEFAULT_LAYER_ORDER,
+    allow_unsigned: bool = False,
 ) -> Version | None:
     """Bake the profile's pending deltas into a new version; None when nothing is pending."""
     with store.profile_lock(profile):
         pending = pending_deltas(store, profile)
         if not pending:
             return None
+        require_signer(store, profile, sign, allow_unsigned, "bake")
         current = current_or_fail(store, profile)
         with scratch(store) as work:
             try:
@@ -157,6 +202,7 @@ def watch(
     interval: float,
     on_publish: Callable[[Version], None],
     on_error: Callable[[OvlError], None],
+    allow_unsigned: bool = False,
     keep_going: Callable[[], bool] = lambda: True,
 ) -> None:
     """Bake every profile whenever new deltas have landed, polling every `interval` seconds.
@@ -168,7 +214,7 @@ def watch(
         for profile in store.profiles():
             try:
                 if store.current(profile) is not None and pending_deltas(store, profile):
-                    version = bake(store, profile, sign)
+                    version = bake(store, profile, sign, allow_unsigned=allow_unsigned)
                     if version is not None:
                         on_publish(version)
             except OvlError as exc:

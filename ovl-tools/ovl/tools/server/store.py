@@ -84,6 +84,14 @@ class Version:
     def bundle(self) -> Path:
         return self.path / "bundle.ovl"
 
+    @property
+    def signature(self) -> Path:
+        return self.path / "bundle.ovl.minisig"
+
+    @property
+    def signed(self) -> bool:
+        return self.signature.is_file()
+
 
 def _read_json(path: Path) -> Any:
     try:
@@ -96,6 +104,18 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / "tmp"
+
+    @classmethod
+    def existing(cls, root: Path) -> Store:
+        """The store at `root`, which must already be a server root (`profiles/` in it): a
+        mistyped --root must not serve or change an empty new one."""
+        if not (root / "profiles").is_dir():
+            what = "no such directory" if not root.exists() else "no profiles/ in it"
+            raise BadInput(
+                f"--root {root}: not an ovl server root ({what}); publish a first version with"
+                f" `ovl server --root {root} import PROFILE BUNDLE`"
+            )
+        return cls(root)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -167,6 +187,9 @@ class Store:
         except (KeyError, TypeError) as exc:
             raise BadInput(f"{path}: needs profile, mac and public_key") from exc
 
+    def machine_with_mac(self, mac: str) -> Machine | None:
+        return next((m for m in self.machines() if m.mac == mac), None)
+
     def machines(self) -> list[Machine]:
         found = []
         for path in sorted((self.root / "machines").glob("*.json")):
@@ -235,6 +258,20 @@ class Store:
             sorted(p.name for p in directory.iterdir() if p.is_dir()) if directory.is_dir() else []
         )
 
+    def published_profile(self, profile: str) -> str:
+        """`profile` when it has a published version; BadInput naming the known ones (and the
+        closest, for a typo) otherwise."""
+        check_name("profile", profile)
+        if self.versions(profile):
+            return profile
+        from ovl.core.cli import did_you_mean
+
+        known = [p for p in self.profiles() if self.versions(p)]
+        listing = f"profiles here: {', '.join(known)}" if known else "no profile published yet"
+        raise BadInput(
+            f"profile {profile!r}: no such profile{did_you_mean(profile, known)} ({listing})"
+        )
+
     def versions(self, profile: str) -> list[Version]:
         directory = self.profile_dir(profile) / "versions"
         found = []
@@ -243,6 +280,11 @@ class Store:
                 meta = _read_json(path / "version.json")
                 found.append(Version(profile, int(path.name), path, meta))
         return sorted(found, key=lambda v: v.number)
+
+    def last_signed(self, profile: str) -> Version | None:
+        """The newest signed version: a profile that has one is a signed profile, and stays
+        one (publishing unsigned into it takes --allow-unsigned)."""
+        return next((v for v in reversed(self.versions(profile)) if v.signed), None)
 
     def current(self, profile: str) -> Version | None:
         link = self.profile_dir(profile) / "current"
