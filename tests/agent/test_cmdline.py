@@ -188,7 +188,7 @@ def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
         ("ovl.log=tcp://10.0.0.1", "ovl.log=tcp://10.0.0.1: expected udp://HOST[:PORT]"),
         ("ovl.log=udp://h:99999", "ovl.log=udp://h:99999: port: expected 1 to 65535"),
         ("ip=dhcp6", "ip=dhcp6: dhcp6 is not supported (IPv4 DHCP or static addresses only)"),
-        ("BOOTIF=01-aa-bb", "BOOTIF=01-aa-bb: expected 01-aa-bb-cc-dd-ee-ff"),
+        ("ip=dhcp BOOTIF=01-aa-bb", "BOOTIF=01-aa-bb: expected 01-aa-bb-cc-dd-ee-ff"),
         ("nameserver=dns.example ip=dhcp", "nameserver=dns.example: expected an IP address"),
         (
             "ovl.root=sda1",

@@ -117,7 +117,7 @@ def test_lines_are_held_until_the_network_is_up_then_sent_in_order(tmp_path: Pat
         target = LogTarget("127.0.0.1", receiver.port)
         remote = start_remote_log(target, AnyLinkUp(sysfs), console, init_log)
         assert remote is not None
-        console.line("net", "DHCP on every NIC; within 30 s")
+        console.line("net", "DHCP on every NIC, up to 30 s")
         console.line("fetch", "http://h/f.ovl failed: connection failed", Level.WARNING)
         assert receiver.drain() == []  # the network is down: held
         write_tree(eth0, {"operstate": "up\n"})
@@ -128,7 +128,7 @@ def test_lines_are_held_until_the_network_is_up_then_sent_in_order(tmp_path: Pat
     assert [(m.app, m.procid) for m in got[:2]] == [("ovl-init", "1"), ("ovl-init", "1")]
     assert got[0].msg == "ovl-init: starting (6.1.0)" and got[0].timestamp.startswith("2026-")
     assert [m.msg for m in got[2:]] == [
-        "ovl: net: DHCP on every NIC; within 30 s",
+        "ovl: net: DHCP on every NIC, up to 30 s",
         "ovl: fetch: http://h/f.ovl failed: connection failed",
         "ovl: stack: overlay root on /sysroot",
     ]

@@ -28,7 +28,6 @@ from ovl.agent.facts import collect_facts, probe_volume_uuids
 from ovl.agent.fetched import Fetched
 from ovl.agent.mounts import MountStack, umount_below
 from ovl.agent.net.bringup import NetPaths, start_network
-from ovl.agent.remotelog import RemoteLog, start_remote_log
 from ovl.agent.report import Attempt, Report
 from ovl.agent.stack import RootBuilder, make_builder
 from ovl.agent.verify import Verifier
@@ -37,6 +36,7 @@ from ovl.core.facts import Facts
 from ovl.core.fs import write_atomic
 
 if TYPE_CHECKING:
+    from ovl.agent.remotelog import RemoteLog
     from ovl.format.apply import ApplyResult
     from ovl.trust.open import Opened
 
@@ -50,11 +50,9 @@ class BootPaths:
     sysfs: Path = Path("/sys")
     keys_dir: Path = Path("/etc/ovl/keys")
     kmsg: Path | None = Path("/dev/kmsg")
-    udhcpc_script: Path = Path("/etc/ovl/udhcpc.script")
-    resolv_conf: Path = Path("/etc/resolv.conf")
 
     def net(self) -> NetPaths:
-        return NetPaths(self.sysfs, self.run_dir, self.udhcpc_script, self.resolv_conf)
+        return NetPaths(sysfs=self.sysfs, run_dir=self.run_dir)
 
 
 @dataclass(frozen=True)
@@ -99,16 +97,20 @@ class _Boot:
 
 
 def boot(
-    config: BootConfig, paths: BootPaths = BootPaths(), console: Console | None = None
+    config: BootConfig,
+    paths: BootPaths = BootPaths(),
+    console: Console | None = None,
+    network: Network | None = None,
 ) -> Handover:
     """Assemble the root and write report.json and the hand-over file; never raises OvlError.
 
-    The network (ip=) comes up in the background from the start, and with ovl.log= every line
-    goes to the log host too."""
+    The network (ip=) comes up in the background from the start (or from before, when the
+    caller started it: `network`), and with ovl.log= every line goes to the log host too."""
     console = console or Console(kmsg=paths.kmsg)
     start = time.monotonic()
-    network = start_network(config.network, paths.net(), console, config.timeout)
-    remote = start_remote_log(config.log, network, console, paths.run_dir / "init.log")
+    if network is None:
+        network = start_network(config.network, paths.net(), console, config.timeout)
+    remote = _remote_log(config, network, console, paths.run_dir / "init.log")
     report, mounts = Report(), MountStack()
     ctx = BootContext(
         work_dir=paths.run_dir / "mnt",
@@ -133,6 +135,16 @@ def boot(
     _finish(state, network, remote, handover, start)
     write_handover(paths.run_dir / "handover", handover)
     return handover
+
+
+def _remote_log(
+    config: BootConfig, network: Network, console: Console, init_log: Path
+) -> RemoteLog | None:
+    if config.log is None:
+        return None
+    from ovl.agent.remotelog import start_remote_log  # only boots with ovl.log= pay for it
+
+    return start_remote_log(config.log, network, console, init_log)
 
 
 def _emergency(boot: _Boot, exc: Exception) -> Handover:

@@ -7,16 +7,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ovl.agent.devices import DeviceRef, PartPath
 from ovl.agent.emergency import Emergency
-from ovl.agent.net.ipconfig import NetConfig, parse_network
-from ovl.agent.remotelog import LogTarget
 from ovl.agent.sources import Source, parse_source
 from ovl.core.errors import BadInput
 from ovl.trust.policy import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from ovl.agent.net.ipconfig import NetConfig
+    from ovl.agent.remotelog import LogTarget
 
 # gist.github.com/<id>/raw redirects to the raw file without needing the owner name.
 DEFAULT_GIST_BASE = "https://gist.github.com"
@@ -185,6 +187,12 @@ def _zfs(value: str) -> str:
     return value
 
 
+def _log(value: str) -> LogTarget:
+    from ovl.agent.remotelog import LogTarget  # only boots with ovl.log= pay for it
+
+    return LogTarget.parse(value)
+
+
 def _enum(kind: type[enum.Enum], value: str) -> Any:
     try:
         return kind(value)
@@ -222,7 +230,7 @@ _SETTINGS: dict[str, Callable[[str | None], dict[str, Any]]] = {
     "ovl.debug": lambda v: {"debug": v in (None, "1", "yes", "true")},
     "ovl.gist_base": lambda v: {"gist_base": (v or "").rstrip("/")},
     "ovl.emergency": lambda v: {"emergency": Emergency.parse(v or "")},
-    "ovl.log": lambda v: {"log": LogTarget.parse(v or "")},
+    "ovl.log": lambda v: {"log": _log(v or "")},
     "init": lambda v: {"init": _init(v or "")},
 }
 
@@ -268,7 +276,9 @@ def parse_cmdline(text: str, *, own_network: bool = True) -> BootConfig:
             sources.append(parse_source(spec))
         except BadInput as exc:
             raise BadInput(f"ovl={spec}: {exc}") from None
-    if own_network:
+    if own_network and repeated["ip"]:
+        from ovl.agent.net.ipconfig import parse_network  # only boots with ip=
+
         network = parse_network(repeated["ip"], bootif, repeated["nameserver"])
         if network is not None:
             values["network"] = network

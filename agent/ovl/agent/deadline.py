@@ -34,6 +34,6 @@ class Deadline:
         return f"{self.remaining():.0f} s left"
 
 
-def seconds(window: float) -> str:
-    """`ovl.timeout` as people read it: '30 s', or 'forever'."""
-    return "forever" if math.isinf(window) else f"{window:g} s"
+def window_words(window: float) -> str:
+    """`ovl.timeout` as people read it: 'up to 30 s', or 'no time limit'."""
+    return "no time limit" if math.isinf(window) else f"up to {window:g} s"

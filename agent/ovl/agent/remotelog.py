@@ -12,12 +12,10 @@ import contextlib
 import enum
 import json
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -27,6 +25,8 @@ from ovl.agent.deadline import Deadline
 from ovl.core.errors import BadInput, OvlError
 
 if TYPE_CHECKING:
+    import socket
+
     from ovl.agent.context import Network
 
 DEFAULT_PORT = 514
@@ -34,7 +34,7 @@ FACILITY = 3  # daemon
 # RFC 5426 3.2: receivers must take 480 octets and should take 2048; 1180 fits any IPv6 path.
 MAX_DATAGRAM = 1180
 HELD_LINES = 1000  # lines kept while the network is down; the oldest go first
-SANE_CLOCK = datetime(2024, 1, 1, tzinfo=UTC).timestamp()  # before this the RTC is not set
+SANE_CLOCK = 1_704_067_200  # 2024-01-01T00:00:00Z: before this the RTC is not set
 # Parts of report.json a datagram leaves out first when the whole report does not fit.
 REPORT_DROP_ORDER = ("facts", "timings_ms", "channels", "root", "recoverable_errors", "layers")
 
@@ -80,6 +80,8 @@ def _header_field(value: str | None, limit: int) -> str:
 
 def timestamp(epoch: float) -> str:
     """RFC 5424 TIMESTAMP in UTC with microseconds, or '-' while the clock is clearly unset."""
+    from datetime import UTC, datetime  # only boots with ovl.log= pay for it
+
     if epoch < SANE_CLOCK:
         return "-"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -133,12 +135,10 @@ class _Held:
 
 
 def start_remote_log(
-    target: LogTarget | None, network: Network, console: Console, init_log: Path
-) -> RemoteLog | None:
-    """With `ovl.log=`: a RemoteLog holding the shim's lines so far and the console's, and
-    receiving every later console line; None without it."""
-    if target is None:
-        return None
+    target: LogTarget, network: Network, console: Console, init_log: Path
+) -> RemoteLog:
+    """A RemoteLog holding the shim's lines so far and the console's, and receiving every
+    later console line."""
     remote = RemoteLog(target, network, lambda text: console.line("log", text, Level.WARNING))
     remote.replay_init_log(init_log)
     for text in console.lines:  # the agent's lines before this (the network's first)
@@ -231,6 +231,8 @@ class RemoteLog:
             self._socket = None
 
     def _open(self) -> socket.socket | None:
+        import socket
+
         if self._socket is not None or self._failed:
             return self._socket
         try:
@@ -266,6 +268,8 @@ class RemoteLog:
 
 def _hostname(sock: socket.socket) -> str | None:
     """The machine's name if it has one (ip= hostname), else the address it sends from."""
+    import socket
+
     name = socket.gethostname()
     if name and name not in ("(none)", "localhost", "localhost.localdomain"):
         return name

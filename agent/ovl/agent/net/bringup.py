@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ovl.agent.console import Console, Level
-from ovl.agent.deadline import Deadline, seconds
+from ovl.agent.deadline import Deadline, window_words
 from ovl.agent.net.dhcp import DhcpRace, Lease
 from ovl.agent.net.ipconfig import Dhcp, Entry, NetConfig, NicRef, Static
 from ovl.agent.net.links import AnyLinkUp, Link, has_carrier, list_links, set_up
@@ -67,10 +67,11 @@ class BringUp:
         self._lease: Lease | None = None
         self._up_at: float | None = None
         self._shown = self.began
+        self._polling = False  # a console line can reach poll() again (ovl.log= asks up())
 
     def start(self) -> None:
         """Say what is asked for, and take the first step (lo is the /init shim's)."""
-        self.console.line("net", f"{describe(self.config)}; within {seconds(self.deadline.window)}")
+        self.console.line("net", f"{describe(self.config)}, {window_words(self.deadline.window)}")
         self.poll()
 
     def up(self) -> bool:
@@ -96,8 +97,16 @@ class BringUp:
     def poll(self) -> bool:
         """One step: new NICs set up, DHCP started where a carrier appeared, static addresses
         applied, the winning lease taken. True once the network is up."""
-        if self._up_at is not None:
-            return True
+        if self._up_at is not None or self._polling:
+            return self._up_at is not None
+        self._polling = True
+        try:
+            self._step_all()
+        finally:
+            self._polling = False
+        return self._up_at is not None
+
+    def _step_all(self) -> None:
         links = list_links(self.paths.sysfs)
         wanted = self._wanted(links)
         for link, entry in wanted:
@@ -114,7 +123,6 @@ class BringUp:
             if not self.config.dhcp:
                 names = ", ".join(sorted(self._static_done))
                 self.console.line("net", f"up on {names} after {self._up_at - self.began:.1f} s")
-        return self._up_at is not None
 
     def stop(self) -> None:
         """Stop every DHCP client (the address stays), before the hand-over."""

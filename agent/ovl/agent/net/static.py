@@ -3,7 +3,6 @@ resolv.conf and host name, set once."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from ovl.agent.net.ipconfig import Static
@@ -22,6 +21,8 @@ def apply_static(entry: Static, interface: str) -> None:
 
 def set_hostname(name: str) -> None:
     """The kernel's host name (it outlives the initramfs, as dracut's does)."""
+    import socket
+
     socket.sethostname(name)
 
 
