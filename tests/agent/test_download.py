@@ -8,6 +8,7 @@ import hashlib
 import io
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from ovl.agent.download.session import http_errors, open_session
 from ovl.agent.mounts import MountStack
 from ovl.core.errors import OvlError
 from tests.agent.bootkit import LoopbackServer, free_port
+from tests.vmkit.cutter import CuttingRelay
+from tests.vmkit.nginx import NginxStatic
 
 BODY = random.Random(13).randbytes(3 * 1024 * 1024)
 NEW_BODY = random.Random(14).randbytes(2 * 1024 * 1024)
@@ -207,6 +210,27 @@ def test_client_errors_are_final(server: LoopbackServer, tmp_path: Path, status:
     with pytest.raises(OvlError, match=rf"^HTTP {status}$"):
         _fetch(url, tmp_path)
     assert len(server.log.seen) == 1
+
+
+@pytest.mark.subprocess
+def test_resumes_from_nginx_through_a_connection_that_drops(tmp_path: Path) -> None:
+    """Interop with a real server: nginx's strong ETag, its 206 for Range + If-Range."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "fleet.ovl").write_bytes(BODY)
+    with (
+        NginxStatic(www, tmp_path / "nginx") as nginx,
+        CuttingRelay(nginx.port, path="/fleet.ovl", after=1_000_000) as relay,
+    ):
+        target = tmp_path / "dl"
+        target.mkdir()
+        data, sha256, lines = _fetch(f"http://127.0.0.1:{relay.port}/fleet.ovl", target)
+        log = [line for line in nginx.requests() if line.startswith("GET /fleet.ovl ")]
+    assert data == BODY and sha256 == hashlib.sha256(BODY).hexdigest()
+    assert relay.cut == 1 and len(log) == 2
+    assert log[0].startswith('GET /fleet.ovl HTTP/1.1 "-" "-" 200 ')
+    assert re.fullmatch(r'GET /fleet.ovl HTTP/1.1 "bytes=\d+-" "\\x22[^"]+\\x22" 206 \d+', log[1])
+    assert sum(" failed: truncated: connection closed at " in line for line in lines) == 1
 
 
 def test_a_ranged_get_of_a_slice_checks_the_content_range(server: LoopbackServer) -> None:
