@@ -93,7 +93,7 @@ def test_a_stall_mid_body_is_cut_by_the_read_timeout_and_resumed(
     start = time.monotonic()
     data, _, lines = _fetch(url, tmp_path, timeout=3)
     assert data == BODY
-    assert time.monotonic() - start < 3.5  # not the 4 s stall
+    assert time.monotonic() - start < 4  # not waiting out the 4 s stall
     assert any("attempt 1 failed: read timed out at 0." in line for line in lines)
     assert _ranges(server)[1][1] == '"v1"'
     assert 0 < int(_ranges(server)[1][0].removeprefix("bytes=").removesuffix("-")) <= 500_000
@@ -201,7 +201,7 @@ def test_statuses_worth_another_attempt_are_retried(
 ) -> None:
     url = server.serve("/fleet.ovl", BODY, status=status)
     with pytest.raises(OvlError, match=rf"^HTTP {status} \(\d+ attempts\)$"):
-        _fetch(url, tmp_path, timeout=1)
+        _fetch(url, tmp_path, timeout=3)  # each request may wait 1 s: a busy host answers
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 410])

@@ -162,8 +162,8 @@ def _emergency(boot: _Boot, exc: Exception) -> Handover:
         try:
             record = boot.cache.record_failure(line, action.action, boot.ctx)
             in_a_row = f"; failed boot {record.count} in a row, recorded on {boot.cache.location}"
-        except OvlError as exc:
-            in_a_row = f"; not recorded on the cache: {exc.line}"
+        except Exception as exc:  # the emergency itself must reach the shim
+            in_a_row = f"; not recorded on the cache: {error_line(exc)}"
     boot.console.line("emergency", f"{action.describe()} (ovl.emergency){in_a_row}", Level.ERROR)
     return Handover(emergency=line, on_emergency=action)
 
