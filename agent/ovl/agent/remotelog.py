@@ -42,7 +42,6 @@ REPORT_DROP_ORDER = ("facts", "timings_ms", "channels", "root", "recoverable_err
 class Severity(enum.IntEnum):
     ERR = 3
     WARNING = 4
-    NOTICE = 5
     INFO = 6
 
 

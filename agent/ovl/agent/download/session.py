@@ -35,10 +35,12 @@ def open_session(proxy: str | None) -> requests.Session:
 
 
 def request_timeouts(deadline: Deadline) -> tuple[float, float]:
-    """(connect, read) for one request: the fixed limits, at most a third of the window (a
-    stall is noticed with time left to resume) and never past the deadline."""
-    left = max(0.1, min(deadline.window / 3, deadline.remaining()))
-    return min(CONNECT_TIMEOUT, left), min(READ_TIMEOUT, left)
+    """(connect, read) for one request: the fixed limits, at most a third of the window, so a
+    stall is noticed with time left to resume. Not cut to what the window has left: the
+    deadline decides whether an attempt starts, and one that starts gets a fair hearing (the
+    last one, on the deadline, would otherwise time out at once and hide the real reason)."""
+    limit = max(0.1, deadline.window / 3)
+    return min(CONNECT_TIMEOUT, limit), min(READ_TIMEOUT, limit)
 
 
 @contextlib.contextmanager
