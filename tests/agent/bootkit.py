@@ -90,12 +90,32 @@ def fake_sysfs(root: Path, macs: tuple[str, ...] = (MAC,), product_uuid: str | N
 
 @dataclass
 class Route:
+    """What the server does for one path: a file, served as a real server would (ETag, Range,
+    If-Range), and the ways it can misbehave."""
+
     body: bytes = b""
     status: int = 200
-    delay: float = 0.0  # seconds before the body
-    truncate_to: int | None = None  # send only this many bytes, then close
+    delay: float = 0.0  # seconds before the headers
+    truncate_to: int | None = None  # every response: only this many body bytes, then close
     length: int | None = None  # Content-Length to announce (default: the body's)
     fail_first: int = 0  # answer 500 to this many requests first
+    retry_after: int | None = None  # with fail_first: a Retry-After header
+    etag: str | None = '"v1"'
+    ranges: bool = True  # honour Range
+    if_range: bool = True  # ...and If-Range against the ETag (a broken server does not)
+    drops: int = 0  # this many responses are cut after drop_after body bytes
+    drop_after: int = 0
+    stall_after: int | None = None  # once: pause `stall` seconds after this many body bytes
+    stall: float = 0.0
+    replaced_by: bytes | None = None  # after the first response the file is this, ETag "v2"
+    wrong_content_range: bool = False  # a 206 starts one byte later than asked
+
+    def current(self) -> tuple[bytes, str | None]:
+        return self.body, self.etag
+
+    def after_response(self) -> None:
+        if self.replaced_by is not None:
+            self.body, self.etag, self.replaced_by = self.replaced_by, '"v2"', None
 
 
 @dataclass
@@ -103,10 +123,19 @@ class RequestLog:
     seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (path, headers)
 
 
-class LoopbackServer:
-    """Serves `routes` (path → Route) on 127.0.0.1; unknown paths are 404."""
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """`bytes=a-` or `bytes=a-b` as (first, last) of a file of `size` bytes."""
+    first, sep, last = (header or "").removeprefix("bytes=").partition("-")
+    if not header or not header.startswith("bytes=") or not sep or not first.isdigit():
+        return None
+    return int(first), min(int(last), size - 1) if last.isdigit() else size - 1
 
-    def __init__(self) -> None:
+
+class LoopbackServer:
+    """Serves `routes` (path → Route) on 127.0.0.1 (on `port`, default any free one); unknown
+    paths are 404."""
+
+    def __init__(self, port: int = 0) -> None:
         self.routes: dict[str, Route] = {}
         self.log = RequestLog()
         server = self
@@ -121,34 +150,70 @@ class LoopbackServer:
                 server.log.seen.append((self.path, dict(self.headers)))
                 route = server.routes.get(self.path)
                 if route is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._empty(404)
                     return
                 time.sleep(route.delay)
                 if route.fail_first > 0:
                     route.fail_first -= 1
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    extra = {"Retry-After": str(route.retry_after)} if route.retry_after else {}
+                    self._empty(500, extra)
                     return
-                self.send_response(route.status)
-                length = route.length if route.length is not None else len(route.body)
+                if route.status != 200:
+                    self._empty(route.status)
+                    return
+                self._serve(route)
+
+            def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _serve(self, route: Route) -> None:
+                body, etag = route.current()
+                asked = _byte_range(self.headers.get("Range"), len(body)) if route.ranges else None
+                if_range = self.headers.get("If-Range") if route.if_range else None
+                if asked is not None and if_range is not None and if_range != etag:
+                    asked = None  # another version: the whole file (RFC 9110 13.1.5)
+                if asked is not None and asked[0] >= len(body):
+                    self._empty(416, {"Content-Range": f"bytes */{len(body)}"})
+                    return
+                start, last = asked or (0, len(body) - 1)
+                payload = body[start : last + 1]
+                self.send_response(206 if asked is not None else 200)
+                length = route.length if route.length is not None else len(payload)
                 self.send_header("Content-Length", str(length))
-                if route.truncate_to is not None:
+                if etag:
+                    self.send_header("ETag", etag)
+                if asked is not None:
+                    first = start + 1 if route.wrong_content_range else start
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+                cut = route.truncate_to
+                if route.drops > 0:
+                    route.drops -= 1
+                    cut = route.drop_after
+                if cut is not None:
                     self.send_header("Connection", "close")
                 self.end_headers()
-                body = (
-                    route.body[: route.truncate_to] if route.truncate_to is not None else route.body
-                )
+                route.after_response()
+                if cut is not None:
+                    payload = payload[:cut]
+                short = cut is not None or length != len(payload)
                 try:
-                    self.wfile.write(body)
+                    if route.stall_after is not None:
+                        stall_at, route.stall_after = route.stall_after, None  # once
+                        self.wfile.write(payload[:stall_at])
+                        self.wfile.flush()
+                        time.sleep(route.stall)
+                        payload = payload[stall_at:]
+                    self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     return
-                if route.truncate_to is not None or length != len(route.body):
+                if short:
                     self.close_connection = True
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.agent.bootkit import (
     make_fs_image,
     make_squashfs,
 )
+from tests.agent.syslog5424 import Receiver
 from tests.conftest import Mounts
 from tests.trust.trust_pki import Pki, make_pki
 
@@ -176,12 +178,16 @@ def test_channels_fall_back_in_order_and_each_says_why(
     bundle = machine.bundle()
     failing = server.serve("/broken.ovl", b"", status=500)
     down = f"http://127.0.0.1:{free_port()}/fleet.ovl"
-    booted = machine.boot(f"ovl={failing},{down},file:{bundle} ovl.timeout=3")
+    booted = machine.boot(f"ovl={failing},{down},file:{bundle} ovl.timeout=2")
     _assert_fleet_root(booted)
     attempts = [(a["channel"], a["outcome"], a["reason"]) for a in booted.report["channels"]]
-    assert attempts[0] == (failing, "fetch", "HTTP 500")
-    assert attempts[1] == (down, "fetch", "connection failed")
+    # Each http channel is retried for ovl.timeout, then the next is tried.
+    assert attempts[0][:2] == (failing, "fetch")
+    assert re.fullmatch(r"HTTP 500 \(\d+ attempts\)", attempts[0][2])
+    assert attempts[1][:2] == (down, "fetch")
+    assert re.fullmatch(r"connection failed \(\d+ attempts\)", attempts[1][2])
     assert attempts[2][:2] == (f"file:{bundle}", "ok")
+    assert 2000 <= booted.report["channels"][0]["ms"] < 4000
 
 
 def test_tampered_bundle_is_refused_and_the_next_channel_wins(
@@ -441,6 +447,53 @@ def test_missing_cache_disk_is_waited_for_once_and_the_boot_goes_on(machine: Mac
     assert cache_attempt["channel"].startswith("cache:")
     assert "did not appear" in cache_attempt["reason"]
     assert cache_attempt["ms"] < 500  # told at once: the disk was already waited for
+
+
+def test_every_line_and_the_report_reach_the_log_host(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    with Receiver() as receiver:
+        log = f"ovl.log=udp://127.0.0.1:{receiver.port}"
+        booted = machine.boot(f"ovl={_serve(server, machine.bundle())} {log}")
+        *lines, report = receiver.drain()  # sent before boot() returned
+    _assert_fleet_root(booted)
+    assert [m.msg for m in lines] == booted.lines
+    assert {(m.app, m.facility) for m in lines} == {("ovl", 3)}
+    assert [m.msgid for m in lines] == [line.split(": ")[1] for line in booted.lines]
+    assert (report.msgid, report.severity) == ("report", 6)
+    sent = json.loads(report.msg)
+    assert sent["bundle"] == booted.report["bundle"] and sent["layers"] == booted.report["layers"]
+
+
+def test_failed_boots_are_kept_on_the_cache_and_told_by_the_next_good_boot(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    state = machine.mounts.loop(
+        make_fs_image(machine.tmp / "state.img", "ext4", "fb" + os.urandom(4).hex(), 32)
+    )
+    cache = f"ovl.cache=part:{state}:/ovl"
+    unattended = f"{cache} ovl.require=signed,bundle ovl.emergency=reboot:5"
+    first = machine.boot(f"ovl={server.base}/missing.ovl {unattended}")
+    second = machine.boot(f"ovl={server.base}/missing.ovl {unattended}")
+    reason = (
+        "no bundle verified and applied, and ovl.require=...,bundle forbids booting without one"
+    )
+    assert first.handover.emergency == second.handover.emergency == reason
+    assert first.handover.render().endswith("EMERGENCY_ACTION=reboot\nEMERGENCY_DELAY=5\n")
+    told = (
+        f"rebooting in 5 s (ovl.emergency); failed boot 2 in a row, recorded on part:{state}:/ovl"
+    )
+    assert f"ovl: emergency: {told}" in second.lines
+    good = machine.boot(f"ovl={_serve(server, machine.bundle())} {unattended}")
+    _assert_fleet_root(good)
+    previous = good.report["previous_failures"]
+    assert previous["count"] == 2
+    assert [(r["reason"], r["action"]) for r in previous["reasons"]] == [(reason, "reboot")] * 2
+    assert f"ovl: boot: 2 failed boot(s) before this one; the last: {reason}" in good.lines
+    assert (
+        machine.boot(f"ovl={_serve(server, machine.bundle())} {cache}").report["previous_failures"]
+        is None
+    )  # told once, then forgotten
 
 
 def test_armoured_bundle_pasted_into_a_gist_boots(machine: Machine, server: LoopbackServer) -> None:

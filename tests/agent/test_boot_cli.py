@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,50 @@ def test_malformed_cmdline_is_an_emergency_with_one_line(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert proc.stdout == "ovl: cmdline: ovl.mode=ext4: expected one of overlay, btrfs, zfs\n"
     assert (run_dir / "handover").read_text() == (
-        "EMERGENCY='ovl.mode=ext4: expected one of overlay, btrfs, zfs'\n"
+        "EMERGENCY='ovl.mode=ext4: expected one of overlay, btrfs, zfs'\nEMERGENCY_ACTION=shell\n"
+    )
+
+
+def test_malformed_cmdline_still_gets_the_emergency_action_it_names(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("ovl.mode=ext4 ovl.emergency=reboot:5\n")
+    run_dir = tmp_path / "run"
+    proc = _agent("boot", "--cmdline", cmdline, "--defaults", tmp_path / "none",
+                  "--run-dir", run_dir, "--kmsg", "/dev/null")  # fmt: skip
+    assert proc.returncode == 1
+    assert (
+        (run_dir / "handover").read_text().endswith("EMERGENCY_ACTION=reboot\nEMERGENCY_DELAY=5\n")
+    )
+
+
+def test_an_agent_killed_mid_boot_leaves_a_hand_over_with_the_emergency_action(
+    tmp_path: Path,
+) -> None:
+    """The OOM killer or a crash: the shim still finds a reason and ovl.emergency's action."""
+    cmdline = tmp_path / "cmdline"
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        cmdline.write_text(f"ovl=http://127.0.0.1:{port}/f.ovl ovl.emergency=poweroff\n")
+        run_dir = tmp_path / "run"
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "ovl.agent", "boot", "--cmdline", str(cmdline),
+             "--defaults", str(tmp_path / "none"), "--run-dir", str(run_dir),
+             "--sysroot", str(tmp_path / "sysroot"), "--kmsg", "/dev/null"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert agent.stdout is not None
+            for line in agent.stdout:  # retrying the refusing server: kill it there
+                if "attempt 1 failed" in line:
+                    break
+            agent.kill()
+        finally:
+            agent.kill()
+            agent.wait()
+    assert (run_dir / "handover").read_text() == (
+        "EMERGENCY='the agent stopped before it wrote its hand-over (see the console)'\n"
+        "EMERGENCY_ACTION=poweroff\n"
     )
 
 

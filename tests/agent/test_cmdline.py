@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,14 @@ from ovl.agent.cmdline import (
     Phase,
     Upper,
     Url,
+    emergency_setting,
     parse_cmdline,
     read_cmdline,
     split_cmdline,
 )
 from ovl.agent.devices import DeviceKind, DeviceRef, PartPath
+from ovl.agent.emergency import Action, Emergency
+from ovl.agent.remotelog import LogTarget
 from ovl.agent.sources import FileSource, GistSource, HttpSource
 from ovl.core.errors import BadInput
 from ovl.trust.policy import Policy, Require
@@ -168,7 +172,24 @@ def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
     [
         ("ovl.mode=ext4", "ovl.mode=ext4: expected one of overlay, btrfs, zfs"),
         ("ovl.timeout=soon", "ovl.timeout=soon: expected a number of seconds"),
-        ("ovl.timeout=0", "ovl.timeout=0: expected seconds between 0 and 3600"),
+        ("ovl.timeout=-1", "ovl.timeout=-1: expected seconds between 0 (forever) and 3600"),
+        (
+            "ovl.emergency=halt",
+            "ovl.emergency=halt: expected shell, reboot[:SECONDS] or poweroff",
+        ),
+        (
+            "ovl.emergency=reboot:soon",
+            "ovl.emergency=reboot:soon: expected reboot:SECONDS, whole seconds from 0 to 86400",
+        ),
+        (
+            "ovl.emergency=poweroff:5",
+            "ovl.emergency=poweroff:5: expected shell, reboot[:SECONDS] or poweroff",
+        ),
+        ("ovl.log=tcp://10.0.0.1", "ovl.log=tcp://10.0.0.1: expected udp://HOST[:PORT]"),
+        ("ovl.log=udp://h:99999", "ovl.log=udp://h:99999: port: expected 1 to 65535"),
+        ("ip=dhcp6", "ip=dhcp6: dhcp6 is not supported (IPv4 DHCP or static addresses only)"),
+        ("ip=dhcp BOOTIF=01-aa-bb", "BOOTIF=01-aa-bb: expected 01-aa-bb-cc-dd-ee-ff"),
+        ("nameserver=dns.example ip=dhcp", "nameserver=dns.example: expected an IP address"),
         (
             "ovl.root=sda1",
             "ovl.root=sda1: 'sda1': not a device (expected LABEL=x, UUID=y or /dev/x)",
@@ -203,6 +224,48 @@ def test_malformed_value_is_one_line_naming_the_key(text: str, message: str) -> 
         parse_cmdline(text)
     assert caught.value.line == message
     assert "\n" not in caught.value.line
+
+
+def test_timeout_zero_is_forever() -> None:
+    assert parse_cmdline("ovl.timeout=0").timeout == math.inf
+
+
+def test_emergency_and_log_settings_reach_their_fields() -> None:
+    config = parse_cmdline("ovl.emergency=reboot:5 ovl.log=udp://[fd00::1]:5514")
+    assert config.emergency == Emergency(Action.REBOOT, 5)
+    assert config.log == LogTarget("fd00::1", 5514)
+    assert str(config.log) == "udp://[fd00::1]:5514"
+    assert parse_cmdline("ovl.emergency=reboot").emergency == Emergency(Action.REBOOT, 10)
+    assert parse_cmdline("ovl.emergency=poweroff").emergency.action is Action.POWEROFF
+    assert parse_cmdline("ovl.log=udp://loghost").log == LogTarget("loghost", 514)
+
+
+def test_emergency_setting_survives_a_command_line_that_does_not_parse() -> None:
+    text = "ovl.mode=ext4 ovl.emergency=reboot:7"
+    with pytest.raises(BadInput):
+        parse_cmdline(text)
+    assert emergency_setting(text) == Emergency(Action.REBOOT, 7)
+    assert emergency_setting("ovl.emergency=sometimes") == Emergency()
+
+
+def test_network_keys_are_left_to_an_initramfs_that_brings_the_network_up() -> None:
+    text = "ip=dhcp6 BOOTIF=zz nameserver=x ovl=http://h/f.ovl"
+    assert parse_cmdline(text, own_network=False).network is None
+    with pytest.raises(BadInput):
+        parse_cmdline(text)
+
+
+def test_network_keys_reach_the_network_config() -> None:
+    config = parse_cmdline(
+        "ip=eth0:dhcp ip=10.9.0.2::10.9.0.1:24::eth1:none BOOTIF=01-52-54-00-0A-00-02"
+        " nameserver=10.9.0.53 nameserver=10.9.0.54"
+    )
+    assert config.network is not None
+    assert [str(entry.nic) for entry in config.network.entries] == ["eth0", "eth1"]
+    assert config.network.bootif == "52:54:00:0a:00:02"
+    assert config.network.nameservers == ("10.9.0.53", "10.9.0.54")
+    assert parse_cmdline("ip=off").network is None
+    assert parse_cmdline("ovl=http://h/f.ovl").network is None
 
 
 def test_quotes_group_a_value_and_are_dropped() -> None:

@@ -110,7 +110,16 @@ def test_a_full_run_leaves_no_partial_copy(root: Path, mounts: Mounts) -> None:
     small = mounts.mount("tmpfs", root / "run/ovl", "-t", "tmpfs", "-o", "size=1m")
     done = _keep_agent(root)
     assert "could not keep the agent in /run/ovl/agent" in done.stdout
-    assert list(small.iterdir()) == []
+    # No half copy; the line saying so is in the shim's log (for ovl.log=) as on the console.
+    assert [p.name for p in small.iterdir()] == ["init.log"]
+    assert (
+        (small / "init.log")
+        .read_text()
+        .endswith(
+            "ovl-init: could not keep the agent in /run/ovl/agent; delta shipping needs an"
+            " installed one\n"
+        )
+    )
 
 
 def test_keep_agent_takes_yes_or_no_only(tmp_path: Path) -> None:

@@ -63,32 +63,66 @@ def refusing_port() -> Iterator[int]:
 BootVm = Callable[..., GuestReport]
 
 
-@pytest.fixture
-def boot_vm(kernel: Kernel, initrd: Path, tmp_path: Path) -> Iterator[BootVm]:
-    """Boot one guest to power-off and return what it printed; every guest is killed at teardown.
+class Guests:
+    """The guests of one test: started, read to the end, and always killed at teardown (with
+    each console printed, so a failing test shows what the guests said)."""
 
-    Call as boot_vm(cmdline, http_port, machine=Machine(...)); the console of each boot is kept
-    in tmp_path/boot-N/console.log and printed when the test fails.
-    """
-    guests: list[VirtualMachine] = []
+    def __init__(self, kernel: Kernel, initrd: Path, tmp_path: Path) -> None:
+        self.kernel, self.initrd, self.tmp_path = kernel, initrd, tmp_path
+        self.started: list[VirtualMachine] = []
 
-    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> GuestReport:
+    def start(
+        self,
+        cmdline: str,
+        http_port: int,
+        machine: Machine | None = None,
+        *,
+        reboot: bool = False,
+        lifetime: float = BOOT_TIMEOUT,
+    ) -> VirtualMachine:
+        """A running guest; its console is in tmp_path/boot-N/console.log."""
+        boot = Boot(self.kernel.vmlinuz, self.initrd, cmdline, http_port, reboot=reboot)
         vm = VirtualMachine(
-            Boot(kernel=kernel.vmlinuz, initrd=initrd, cmdline=cmdline, http_port=http_port),
-            machine or Machine(),
-            tmp_path / f"boot-{len(guests) + 1}",
-            lifetime=BOOT_TIMEOUT,
+            boot, machine or Machine(), self.tmp_path / f"boot-{len(self.started) + 1}", lifetime
         )
-        guests.append(vm)
-        for line in vm.lines(BOOT_TIMEOUT):
-            if SHELL_OFFERED in line:  # the shim gave up and waits on the console: fail now
+        self.started.append(vm)
+        return vm
+
+    def finish(self, vm: VirtualMachine, timeout: float = BOOT_TIMEOUT) -> GuestReport:
+        """Read the console until the guest stops (killed at once if it offers a shell: the
+        shim gave up and would wait there); what it printed."""
+        for line in vm.lines(timeout):
+            if SHELL_OFFERED in line:
                 vm.kill()
         return GuestReport.parse(vm.text())
 
-    yield boot
-    for vm in guests:
-        vm.kill()
-        print(f"--- console of {vm.console.parent.name} ---\n{vm.text()}")
+    def kill_all(self) -> None:
+        for vm in self.started:
+            vm.kill()
+            print(f"--- console of {vm.console.parent.name} ---\n{vm.text()}")
+
+
+@pytest.fixture
+def guests(kernel: Kernel, initrd: Path, tmp_path: Path) -> Iterator[Guests]:
+    """Start guests and read them as a test needs (pull a NIC's cable, start a server late)."""
+    started = Guests(kernel, initrd, tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+@pytest.fixture
+def boot_vm(guests: Guests) -> BootVm:
+    """Boot one guest to power-off and return what it printed.
+
+    Call as boot_vm(cmdline, http_port, machine=Machine(...)).
+    """
+
+    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> GuestReport:
+        return guests.finish(guests.start(cmdline, http_port, machine))
+
+    return boot
 
 
 @pytest.fixture

@@ -74,9 +74,27 @@ def test_guest_network_is_restricted_and_forwards_only_to_loopback(tmp_path: Pat
     netdev = argv[argv.index("-netdev") + 1]
     assert netdev.startswith("user,id=n0,restrict=on,")
     assert netdev.endswith("guestfwd=tcp:10.0.2.100:80-cmd:/bin/busybox nc 127.0.0.1 8123")
-    assert "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:07" in argv
+    assert "virtio-net-pci,id=nic0,netdev=n0,mac=52:54:00:00:00:07" in argv
     assert f"file={tmp_path / 'a.img'},if=virtio,format=raw" in argv
     assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1 quiet"
+    assert "-no-reboot" in argv and "-qmp" not in argv
+
+
+def test_every_nic_is_restricted_on_a_network_of_its_own_and_qmp_can_reach_them(
+    tmp_path: Path,
+) -> None:
+    boot = Boot(tmp_path / "k", tmp_path / "i", "quiet", http_port=8123, reboot=True)
+    machine = Machine(mac="52:54:00:00:00:07", more_macs=("52:54:00:00:00:08",))
+    argv = qemu_argv(boot, machine, tmp_path / "console", tmp_path / "pid", tmp_path / "qmp")
+    netdevs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-netdev"]
+    assert [n.split(",")[:3] for n in netdevs] == [
+        ["user", "id=n0", "restrict=on"],
+        ["user", "id=n1", "restrict=on"],
+    ]
+    assert all(n.endswith("-cmd:/bin/busybox nc 127.0.0.1 8123") for n in netdevs)
+    assert "virtio-net-pci,id=nic1,netdev=n1,mac=52:54:00:00:00:08" in argv
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'qmp'},server=on,wait=off"
+    assert "-no-reboot" not in argv
 
 
 @pytest.mark.vm
@@ -103,6 +121,18 @@ def test_kernel_boots_under_the_runner_and_its_console_is_captured(
         with pytest.raises(OvlError, match="without a line matching"):
             vm.wait_for("OVL-TEST booted", timeout=120)
     assert "Kernel panic" in vm.text()
+
+
+@pytest.mark.vm
+def test_qmp_pulls_and_plugs_a_nics_cable(kernel: Kernel, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.cpio"
+    empty.write_bytes(b"")
+    boot = Boot(kernel=kernel.vmlinuz, initrd=empty, cmdline="", http_port=1)
+    with VirtualMachine(boot, Machine(), tmp_path / "vm", lifetime=120) as vm:
+        vm.set_link(0, False)
+        vm.set_link(0, True)
+        with pytest.raises(OvlError, match=r"QMP set_link: .*nic7"):
+            vm.set_link(7, False)
 
 
 def test_guest_report_reads_the_init_lines_between_kernel_noise() -> None:

@@ -24,17 +24,18 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 class _RecordingServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, port: int) -> None:
         handler = functools.partial(_QuietHandler, directory=str(directory))
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__(("127.0.0.1", port), handler)
         self.requests: list[str] = []
 
 
 class StaticServer:
-    """Serve `directory` on 127.0.0.1 at a free port until closed (use as a context manager)."""
+    """Serve `directory` on 127.0.0.1 at `port` (default a free one) until closed (use as a
+    context manager)."""
 
-    def __init__(self, directory: Path) -> None:
-        self._server = _RecordingServer(directory)
+    def __init__(self, directory: Path, port: int = 0) -> None:
+        self._server = _RecordingServer(directory, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ovl-http", daemon=True
         )

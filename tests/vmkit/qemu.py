@@ -3,14 +3,18 @@
 The guest reaches the test's HTTP server as http://10.0.2.100/ and nothing else: QEMU user
 networking with `restrict=on`, plus a guestfwd that runs `busybox nc 127.0.0.1 PORT` for each
 guest connection (a `tcp:` guestfwd target is one chardev that serves a single connection).
+Each NIC is a virtio-net-pci device (id nic0, nic1, ...) on a user network of its own, so a test
+can pull its cable with QMP's set_link (`VirtualMachine.set_link`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,12 +33,14 @@ BUSYBOX = "/bin/busybox"
 
 @dataclass(frozen=True)
 class Machine:
-    """The hardware a guest sees: its NIC's MAC, its DMI product UUID and virtio disks in order."""
+    """The hardware a guest sees: its NICs' MACs (the first `mac`, then `more_macs`), its DMI
+    product UUID and virtio disks in order."""
 
     mac: str = "52:54:00:0a:00:01"
     product_uuid: str = "5a1e0000-0000-4000-8000-000000000001"
     disks: tuple[Path, ...] = ()
     memory_mb: int = 1024
+    more_macs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,12 @@ class Boot:
     initrd: Path
     cmdline: str
     http_port: int
+    reboot: bool = False  # a guest reboot restarts it (else QEMU exits: -no-reboot)
 
 
-def qemu_argv(boot: Boot, machine: Machine, console: Path, pidfile: Path) -> list[str]:
+def qemu_argv(
+    boot: Boot, machine: Machine, console: Path, pidfile: Path, qmp: Path | None = None
+) -> list[str]:
     """The qemu-system-x86_64 command line for one boot (accelerator from $OVL_QEMU_ACCEL)."""
     forward = f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:{BUSYBOX} nc 127.0.0.1 {boot.http_port}"
     argv = [
@@ -55,17 +64,20 @@ def qemu_argv(boot: Boot, machine: Machine, console: Path, pidfile: Path) -> lis
         "-machine", "q35",
         "-accel", os.environ.get(ACCEL_ENV, "tcg"),
         "-m", str(machine.memory_mb),
-        "-nographic", "-no-reboot",
+        "-nographic", *([] if boot.reboot else ["-no-reboot"]),
         "-serial", f"file:{console}",
         "-monitor", "none",
         "-pidfile", str(pidfile),
         "-kernel", str(boot.kernel),
         "-initrd", str(boot.initrd),
         "-append", f"console=ttyS0 panic=-1 {boot.cmdline}".strip(),
-        "-netdev", f"user,id=n0,restrict=on,{forward}",
-        "-device", f"virtio-net-pci,netdev=n0,mac={machine.mac}",
         "-smbios", f"type=1,uuid={machine.product_uuid}",
     ]  # fmt: skip
+    for index, mac in enumerate((machine.mac, *machine.more_macs)):
+        argv += ["-netdev", f"user,id=n{index},restrict=on,{forward}",
+                 "-device", f"virtio-net-pci,id=nic{index},netdev=n{index},mac={mac}"]  # fmt: skip
+    if qmp is not None:
+        argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     for disk in machine.disks:
         argv += ["-drive", f"file={disk},if=virtio,format=raw"]
     return argv
@@ -82,9 +94,11 @@ class VirtualMachine:
         workdir.mkdir(parents=True, exist_ok=True)
         self.console = workdir / "console.log"
         self._pidfile = workdir / "qemu.pid"
+        self._qmp = workdir / "qmp.sock"
         self.console.write_bytes(b"")
         self._pidfile.unlink(missing_ok=True)
-        self.argv = qemu_argv(boot, machine, self.console, self._pidfile)
+        self._qmp.unlink(missing_ok=True)
+        self.argv = qemu_argv(boot, machine, self.console, self._pidfile, self._qmp)
         self._lifetime = lifetime
         self._result: CompletedProcess[bytes] | None = None
         self._error: OvlError | None = None
@@ -124,6 +138,32 @@ class VirtualMachine:
             if found:
                 return found
         raise OvlError(f"VM: stopped ({self._exit_reason()}) without a line matching {pattern!r}")
+
+    def set_link(self, nic: int, up: bool) -> None:
+        """Plug in (up) or pull out the cable of NIC `nic` (0 is the first), through QMP."""
+        self.qmp("set_link", name=f"nic{nic}", up=up)
+
+    def qmp(self, command: str, **arguments: object) -> object:
+        """Run one QMP command; its "return"; OvlError on an error reply."""
+        deadline = time.monotonic() + 30
+        while not self._qmp.exists():
+            if not self.running or time.monotonic() > deadline:
+                raise OvlError(f"VM: no QMP socket ({self._exit_reason()})")
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(30)
+            sock.connect(str(self._qmp))
+            replies = sock.makefile("rb")
+            json.loads(replies.readline())  # the greeting
+            for execute, args in (("qmp_capabilities", {}), (command, arguments)):
+                sock.sendall(json.dumps({"execute": execute, "arguments": args}).encode())
+                while True:
+                    reply = json.loads(replies.readline())
+                    if "event" not in reply:
+                        break
+                if "error" in reply:
+                    raise OvlError(f"QMP {execute}: {reply['error'].get('desc', reply)}")
+            return reply.get("return")
 
     def text(self) -> str:
         """The whole console so far."""

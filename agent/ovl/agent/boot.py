@@ -13,7 +13,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING
 from ovl.agent.cache import Cache, CacheChannel
 from ovl.agent.channels import Channel, open_channel
 from ovl.agent.cmdline import BootConfig, Phase
-from ovl.agent.console import Console
-from ovl.agent.context import BootContext
+from ovl.agent.console import Console, Level
+from ovl.agent.context import BootContext, Network
+from ovl.agent.emergency import NO_FAILURES, Emergency, FailedBoots
 from ovl.agent.facts import collect_facts, probe_volume_uuids
 from ovl.agent.fetched import Fetched
 from ovl.agent.mounts import MountStack, umount_below
+from ovl.agent.net.bringup import NetPaths, start_network
 from ovl.agent.report import Attempt, Report
 from ovl.agent.stack import RootBuilder, make_builder
 from ovl.agent.verify import Verifier
@@ -34,6 +36,7 @@ from ovl.core.facts import Facts
 from ovl.core.fs import write_atomic
 
 if TYPE_CHECKING:
+    from ovl.agent.remotelog import RemoteLog
     from ovl.format.apply import ApplyResult
     from ovl.trust.open import Opened
 
@@ -48,6 +51,9 @@ class BootPaths:
     keys_dir: Path = Path("/etc/ovl/keys")
     kmsg: Path | None = Path("/dev/kmsg")
 
+    def net(self) -> NetPaths:
+        return NetPaths(sysfs=self.sysfs, run_dir=self.run_dir)
+
 
 @dataclass(frozen=True)
 class Handover:
@@ -57,6 +63,7 @@ class Handover:
     init: str | None = None
     break_at: Phase | None = None
     emergency: str | None = None
+    on_emergency: Emergency = field(default_factory=Emergency)  # the shim's next step
 
     def render(self) -> str:
         pairs = {
@@ -64,6 +71,7 @@ class Handover:
             "INIT": self.init,
             "BREAK": self.break_at.value if self.break_at else None,
             "EMERGENCY": self.emergency,
+            **(self.on_emergency.handover() if self.emergency else {}),
         }
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in pairs.items() if v is not None)
 
@@ -80,6 +88,8 @@ class _Boot:
     console: Console
     report: Report
     ctx: BootContext
+    cache: Cache | None
+    failed_before: FailedBoots = NO_FAILURES
 
     def stop_before(self, phase: Phase) -> None:
         if self.config.break_at is phase:
@@ -87,11 +97,20 @@ class _Boot:
 
 
 def boot(
-    config: BootConfig, paths: BootPaths = BootPaths(), console: Console | None = None
+    config: BootConfig,
+    paths: BootPaths = BootPaths(),
+    console: Console | None = None,
+    network: Network | None = None,
 ) -> Handover:
-    """Assemble the root and write report.json and the hand-over file; never raises OvlError."""
+    """Assemble the root and write report.json and the hand-over file; never raises OvlError.
+
+    The network (ip=) comes up in the background from the start (or from before, when the
+    caller started it: `network`), and with ovl.log= every line goes to the log host too."""
     console = console or Console(kmsg=paths.kmsg)
     start = time.monotonic()
+    if network is None:
+        network = start_network(config.network, paths.net(), console, config.timeout)
+    remote = _remote_log(config, network, console, paths.run_dir / "init.log")
     report, mounts = Report(), MountStack()
     ctx = BootContext(
         work_dir=paths.run_dir / "mnt",
@@ -99,31 +118,73 @@ def boot(
         console=console,
         mounts=mounts,
         proxy=config.proxy,
-        sysfs_root=paths.sysfs,
+        network=network,
+    )
+    state = _Boot(
+        config, paths, console, report, ctx, Cache(config.cache) if config.cache else None
     )
     try:
         _clean_slate(paths)
-        handover = _assemble(_Boot(config, paths, console, report, ctx))
+        handover = _assemble(state)
     except _Break as stop:
         console.line("break", f"stopping before {stop.phase.value}: shell requested by ovl.break")
         handover = Handover(break_at=stop.phase)
     except Exception as exc:  # never brick: any failure here still reaches the shim
         mounts.release()
-        line = error_line(exc)
-        report.errors.append(line)
-        console.line("emergency", line)
-        if config.debug:
-            import traceback
-
-            traceback.print_exc()
-        handover = Handover(emergency=line)
-    report.timings_ms["total"] = round((time.monotonic() - start) * 1000)
-    try:
-        report.write(paths.run_dir / "report.json")
-    except OSError as exc:
-        console.line("report", f"report.json not written: {exc.strerror or exc}")
+        handover = _emergency(state, exc)
+    _finish(state, network, remote, handover, start)
     write_handover(paths.run_dir / "handover", handover)
     return handover
+
+
+def _remote_log(
+    config: BootConfig, network: Network, console: Console, init_log: Path
+) -> RemoteLog | None:
+    if config.log is None:
+        return None
+    from ovl.agent.remotelog import start_remote_log  # only boots with ovl.log= pay for it
+
+    return start_remote_log(config.log, network, console, init_log)
+
+
+def _emergency(boot: _Boot, exc: Exception) -> Handover:
+    """No root: the reason on the console, in the report and (for the next boot that succeeds)
+    on the cache; then what ovl.emergency= asks the shim to do."""
+    line, action = error_line(exc), boot.config.emergency
+    boot.report.errors.append(line)
+    boot.console.line("emergency", line, Level.ERROR)
+    if boot.config.debug:
+        import traceback
+
+        traceback.print_exc()
+    in_a_row = ""
+    if boot.cache is not None:
+        try:
+            record = boot.cache.record_failure(line, action.action, boot.ctx)
+            in_a_row = f"; failed boot {record.count} in a row, recorded on {boot.cache.location}"
+        except Exception as exc:  # the emergency itself must reach the shim
+            in_a_row = f"; not recorded on the cache: {error_line(exc)}"
+    boot.console.line("emergency", f"{action.describe()} (ovl.emergency){in_a_row}", Level.ERROR)
+    return Handover(emergency=line, on_emergency=action)
+
+
+def _finish(
+    boot: _Boot, network: Network, remote: RemoteLog | None, handover: Handover, start: float
+) -> None:
+    """report.json; the report to the log host; DHCP stopped before a hand-over to the root."""
+    report = boot.report
+    report.network = network.describe()
+    report.timings_ms["total"] = round((time.monotonic() - start) * 1000)
+    try:
+        report.write(boot.paths.run_dir / "report.json")
+    except OSError as exc:
+        boot.console.line("report", f"report.json not written: {exc.strerror or exc}")
+    if remote is not None:
+        remote.finish(
+            report.to_json(), failed=handover.emergency is not None, window=boot.config.timeout
+        )
+    if handover.root is not None:
+        network.stop()
 
 
 def _clean_slate(paths: BootPaths) -> None:
@@ -149,7 +210,7 @@ def _assemble(boot: _Boot) -> Handover:
     boot.stop_before(Phase.FACTS)
     with report.phase("facts"):
         facts = _facts(boot)
-    cache = Cache(config.cache) if config.cache else None
+    cache = boot.cache
     verifier = _verifier(boot, cache)
     builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx, verifier)
     boot.stop_before(Phase.FETCH)
@@ -185,8 +246,24 @@ def _assemble(boot: _Boot) -> Handover:
     elif cache and verifier.replay and verifier.images_recorded:
         save = partial(cache.save_replay, verifier.replay, boot.ctx)
         _keep(boot, save, f"replay state (image serials) kept on {cache.location}")
+    if boot.failed_before.count:
+        _report_failed_boots(boot)
     boot.stop_before(Phase.HANDOVER)
     return Handover(root=boot.paths.sysroot, init=config.init)
+
+
+def _report_failed_boots(boot: _Boot) -> None:
+    """The boots that failed before this one, in the report (and the remote log), then
+    forgotten on the cache: they have been told."""
+    failed = boot.failed_before
+    boot.report.previous_failures = failed.to_json()
+    boot.console.line(
+        "boot",
+        f"{failed.count} failed boot(s) before this one; the last: {failed.last_reason}",
+        Level.WARNING,
+    )
+    if boot.cache is not None:
+        _keep(boot, partial(boot.cache.clear_failures, boot.ctx), "failed-boot record cleared")
 
 
 def _facts(boot: _Boot) -> Facts:
@@ -213,7 +290,7 @@ def _verifier(boot: _Boot, cache: Cache | None) -> Verifier:
         replay = boot.paths.run_dir / "replay.json"
         replay.unlink(missing_ok=True)
         try:
-            cache.load_replay(replay, boot.ctx)
+            boot.failed_before = cache.load_state(replay, boot.ctx)
         except OvlError as exc:
             _recoverable(boot, "cache", f"{cache.location}: {exc.line}")
     return Verifier(boot.config.require, boot.paths.keys_dir, boot.config.key, replay)
@@ -299,7 +376,7 @@ def _failed(boot: _Boot, name: str, step: str, exc: Exception, start: float) -> 
     reason = error_line(exc)
     boot.report.channels.append(Attempt(name, step, reason, _ms(start)))
     boot.report.recoverable_errors.append(f"{step}: {name}: {reason}")
-    boot.console.line(step, f"{name} failed: {reason}")
+    boot.console.line(step, f"{name} failed: {reason}", Level.WARNING)
     return None
 
 
@@ -327,7 +404,7 @@ def _keep(boot: _Boot, write: Callable[[], None], done: str) -> None:
 
 def _recoverable(boot: _Boot, phase: str, line: str) -> None:
     boot.report.recoverable_errors.append(f"{phase}: {line}")
-    boot.console.line(phase, line)
+    boot.console.line(phase, line, Level.WARNING)
 
 
 def _ms(start: float) -> int:

@@ -2,8 +2,10 @@
 
 Layout of the cache directory: `last-good.ovl` (the bundle exactly as fetched, still sealed),
 `last-good.ovl.minisig` when it was signed, `last-good.json` (where it came from, sha256,
-serial) and `replay.json` (the trust replay state, so a replayed old bundle or root image is
-refused even after a reboot). The cache is re-verified on every use, like any other channel.
+serial), `replay.json` (the trust replay state, so a replayed old bundle or root image is
+refused even after a reboot) and `failed-boots.json` (boots that ended in an emergency since
+the last one that did not: reported, then removed, by the next successful boot). The cache is
+re-verified on every use, like any other channel.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from typing import Any
 
 from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
+from ovl.agent.emergency import NO_FAILURES, Action, FailedBoots
 from ovl.agent.fetched import Fetched, copy_into_place, fetch_local, signature_path
 from ovl.agent.mounts import mount_partition
-from ovl.core.errors import OvlError
+from ovl.core.errors import OvlError, error_line
 from ovl.core.fs import write_atomic
 
 BUNDLE = "last-good.ovl"
 META = "last-good.json"
 REPLAY = "replay.json"
+FAILURES = "failed-boots.json"
 
 
 @dataclass
@@ -56,11 +60,25 @@ class Cache:
         finally:
             ctx.mounts.unmount(point)
 
-    def load_replay(self, dest: Path, ctx: BootContext) -> None:
-        """Copy the saved replay state to `dest` (nothing when none was saved yet)."""
+    def load_state(self, replay: Path, ctx: BootContext) -> FailedBoots:
+        """Copy the saved replay state to `replay` (nothing when none was saved yet); the
+        failed boots recorded since the last successful one."""
         with self.directory(ctx, writable=False) as directory:
             if (directory / REPLAY).is_file():
-                copy_into_place(directory / REPLAY, dest, 1 << 20)
+                copy_into_place(directory / REPLAY, replay, 1 << 20)
+            return _read_failures(directory / FAILURES)
+
+    def record_failure(self, reason: str, action: Action, ctx: BootContext) -> FailedBoots:
+        """Add this boot's emergency to the failed-boots record; the record as now kept."""
+        with self._writing(ctx) as directory:
+            record = _read_failures(directory / FAILURES).add(reason, action)
+            write_atomic(directory / FAILURES, json.dumps(record.to_json(), indent=1) + "\n")
+        return record
+
+    def clear_failures(self, ctx: BootContext) -> None:
+        """This boot succeeded: the failed boots before it have been reported."""
+        with self._writing(ctx) as directory:
+            (directory / FAILURES).unlink(missing_ok=True)
 
     def remember(
         self, fetched: Fetched, source: str, replay: Path | None, ctx: BootContext
@@ -96,6 +114,17 @@ class Cache:
                 os.sync()
             except OSError as exc:
                 raise OvlError(f"cache {self.location}: {exc.strerror or exc}") from None
+
+
+def _read_failures(path: Path) -> FailedBoots:
+    """The record at `path`; none when there is no file; an unreadable one counts as one
+    failure whose reason says so (it must not hide that boots failed)."""
+    try:
+        return FailedBoots.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return NO_FAILURES
+    except (OSError, ValueError, OvlError) as exc:
+        return NO_FAILURES.add(f"{FAILURES} unreadable: {error_line(exc)}", Action.SHELL)
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ovl.agent.devices import DeviceRef, PartPath
+from ovl.agent.emergency import Emergency
 from ovl.agent.sources import Source, parse_source
 from ovl.core.errors import BadInput
 from ovl.trust.policy import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from ovl.agent.net.ipconfig import NetConfig
+    from ovl.agent.remotelog import LogTarget
 
 # gist.github.com/<id>/raw redirects to the raw file without needing the owner name.
 DEFAULT_GIST_BASE = "https://gist.github.com"
@@ -86,13 +92,16 @@ class BootConfig:
     require: Policy = field(default_factory=Policy)
     require_bundle: bool = False  # ovl.require=...,bundle: no booting without a bundle
     key: Path | PartPath | None = None
-    timeout: float = 30.0
+    timeout: float = 30.0  # math.inf for ovl.timeout=0: wait forever
     proxy: str | None = None
     cache: PartPath | None = None
     break_at: Phase | None = None
     debug: bool = False
     init: str = "/sbin/init"
     gist_base: str = DEFAULT_GIST_BASE
+    network: NetConfig | None = None  # ip=, BOOTIF=, nameserver=; None: not the agent's job
+    emergency: Emergency = field(default_factory=Emergency)
+    log: LogTarget | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -155,13 +164,14 @@ def _key(value: str) -> Path | PartPath:
 
 
 def _seconds(value: str) -> float:
+    """Seconds up to an hour; 0 is forever (as Ignition's timeouts)."""
     try:
         seconds = float(value)
     except ValueError:
         raise BadInput("expected a number of seconds") from None
-    if not 0 < seconds <= 3600:
-        raise BadInput("expected seconds between 0 and 3600")
-    return seconds
+    if not 0 <= seconds <= 3600:
+        raise BadInput("expected seconds between 0 (forever) and 3600")
+    return seconds or math.inf
 
 
 def _proxy(value: str) -> str:
@@ -175,6 +185,12 @@ def _zfs(value: str) -> str:
     if not sep or "/" not in dataset.strip("/") or not snap or dataset.startswith("/"):
         raise BadInput("expected pool/dataset@snapshot")
     return value
+
+
+def _log(value: str) -> LogTarget:
+    from ovl.agent.remotelog import LogTarget  # only boots with ovl.log= pay for it
+
+    return LogTarget.parse(value)
 
 
 def _enum(kind: type[enum.Enum], value: str) -> Any:
@@ -213,20 +229,37 @@ _SETTINGS: dict[str, Callable[[str | None], dict[str, Any]]] = {
     "ovl.break": _break,
     "ovl.debug": lambda v: {"debug": v in (None, "1", "yes", "true")},
     "ovl.gist_base": lambda v: {"gist_base": (v or "").rstrip("/")},
+    "ovl.emergency": lambda v: {"emergency": Emergency.parse(v or "")},
+    "ovl.log": lambda v: {"log": _log(v or "")},
     "init": lambda v: {"init": _init(v or "")},
 }
 
 
-def parse_cmdline(text: str) -> BootConfig:
-    """Parse a kernel command line; malformed ovl values raise BadInput naming the key."""
+# Keys that may be given more than once, each time adding a value (dracut's network keys).
+_REPEATED = ("ip", "nameserver")
+
+
+def parse_cmdline(text: str, *, own_network: bool = True) -> BootConfig:
+    """Parse a kernel command line; malformed ovl values raise BadInput naming the key.
+
+    `own_network`: the agent brings the network up, so ip=, BOOTIF= and nameserver= are its to
+    parse; when the initramfs does it (initramfs-tools, dracut) they are left to it."""
     values: dict[str, Any] = {}
     warnings: list[str] = []
     channel_specs: list[str] = []
+    repeated: dict[str, list[str]] = {key: [] for key in _REPEATED}
+    bootif: str | None = None
     for word in split_cmdline(text):
         key, sep, value = word.partition("=")
         raw = value if sep else None
         if key == "ovl":
             channel_specs = _items(raw or "")
+            continue
+        if key in _REPEATED and raw is not None:
+            repeated[key].append(raw)
+            continue
+        if key == "BOOTIF" and raw is not None:
+            bootif = raw
             continue
         setting = _SETTINGS.get(key)
         if setting is None:
@@ -243,6 +276,12 @@ def parse_cmdline(text: str) -> BootConfig:
             sources.append(parse_source(spec))
         except BadInput as exc:
             raise BadInput(f"ovl={spec}: {exc}") from None
+    if own_network and repeated["ip"]:
+        from ovl.agent.net.ipconfig import parse_network  # only boots with ip=
+
+        network = parse_network(repeated["ip"], bootif, repeated["nameserver"])
+        if network is not None:
+            values["network"] = network
     mode = values.get("mode", Mode.OVERLAY)
     for key, field_name in (("ovl.root", "images"), ("ovl.upper", "upper")):
         if mode is not Mode.OVERLAY and field_name in values:
@@ -257,6 +296,20 @@ def _check_consistent(config: BootConfig) -> None:
         raise BadInput("ovl.mode=btrfs needs ovl.btrfs=part:<device>:/<subvolume>")
     if config.mode is Mode.ZFS and config.zfs is None:
         raise BadInput("ovl.mode=zfs needs ovl.zfs=pool/dataset@snapshot")
+
+
+def emergency_setting(text: str) -> Emergency:
+    """`ovl.emergency=` alone, for a command line that failed to parse: what the shim does with
+    that failure (the default, a shell, when the setting is missing or malformed too)."""
+    value = None
+    for word in split_cmdline(text):
+        key, sep, raw = word.partition("=")
+        if key == "ovl.emergency" and sep:
+            value = raw
+    try:
+        return Emergency.parse(value) if value is not None else Emergency()
+    except BadInput:
+        return Emergency()
 
 
 def has_ovl_keys(text: str) -> bool:

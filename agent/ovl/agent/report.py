@@ -2,7 +2,10 @@
 
 Shape: {"version": 1, "facts": {...}, "channels": [{"channel", "outcome", "reason", "ms",
 "bytes"}], "bundle": {...} | null, "layers": [...], "root": {...}, "timings_ms": {phase: ms},
-"errors": [...], "recoverable_errors": [...]}
+"errors": [...], "recoverable_errors": [...], "network": {...} | null (ip=: what was asked,
+"up", "seconds", "dhcp": {lease}, "static": [NICs], "lacking"), "previous_failures":
+{"count", "reasons": [{"reason", "time", "action"}]} | null (boots that ended in an emergency
+before this one, from ovl.cache=)}
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class Report:
     timings_ms: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     recoverable_errors: list[str] = field(default_factory=list)
+    network: dict[str, Any] | None = None
+    previous_failures: dict[str, Any] | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -4,10 +4,11 @@
 [ "$root" = ovl ] || return 0
 ismounted "$NEWROOT" && return 0
 
+# dracut's network module brings the network up (ip=): the agent leaves ip= to it.
 ovl_run_agent() {
-    /ovl/agent/ovl-agent boot --sysroot "$NEWROOT" "$@"
+    /ovl/agent/ovl-agent boot --external-network --sysroot "$NEWROOT" "$@"
     ovl_status=$?
-    ROOT= INIT= BREAK= EMERGENCY=
+    ROOT= INIT= BREAK= EMERGENCY= EMERGENCY_ACTION= EMERGENCY_DELAY=
     # Values are shell-quoted by the agent; sourcing the file is the parser.
     if [ -f /run/ovl/handover ]; then . /run/ovl/handover; fi
 }
@@ -26,6 +27,15 @@ if [ -n "$BREAK" ]; then
 fi
 if [ -z "$ROOT" ]; then
     warn "ovl: emergency: ${EMERGENCY:-agent exited with status $ovl_status and no hand-over}"
+    # ovl.emergency=reboot[:SECONDS]|poweroff: an unattended machine does not wait in a shell.
+    case $EMERGENCY_ACTION in
+        reboot)
+            warn "ovl: rebooting in ${EMERGENCY_DELAY:-10} s (ovl.emergency)"
+            sleep "${EMERGENCY_DELAY:-10}"
+            reboot -f
+            ;;
+        poweroff) poweroff -f ;;
+    esac
     emergency_shell -n ovl
 elif [ "$ROOT" != "$NEWROOT" ]; then
     mount --move "$ROOT" "$NEWROOT"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovl.agent.context import BootContext
-from ovl.agent.download import fetch_url
+from ovl.agent.download.fetch import fetch_url
 from ovl.agent.fetched import Fetched
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ovl.agent.cmdline import Image, Url
 from ovl.agent.context import BootContext
 from ovl.agent.devices import DeviceRef, PartPath, find_device
-from ovl.agent.download import fetch_url
+from ovl.agent.download.fetch import fetch_url
 from ovl.agent.mounts import MountStack, mount_partition
 from ovl.core.errors import OvlError
 
