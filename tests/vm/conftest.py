@@ -61,34 +61,48 @@ def refusing_port() -> Iterator[int]:
 
 
 BootVm = Callable[..., GuestReport]
+StartVm = Callable[..., VirtualMachine]
 
 
 @pytest.fixture
-def boot_vm(kernel: Kernel, initrd: Path, tmp_path: Path) -> Iterator[BootVm]:
-    """Boot one guest to power-off and return what it printed; every guest is killed at teardown.
-
-    Call as boot_vm(cmdline, http_port, machine=Machine(...)); the console of each boot is kept
-    in tmp_path/boot-N/console.log and printed when the test fails.
-    """
+def start_vm(tmp_path: Path) -> Iterator[StartVm]:
+    """Start one guest: start_vm(Boot(...), Machine(...)) -> VirtualMachine. Every guest is
+    killed at teardown; the console of each is kept in tmp_path/boot-N/console.log and printed
+    when the test fails."""
     guests: list[VirtualMachine] = []
 
-    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> GuestReport:
-        vm = VirtualMachine(
-            Boot(kernel=kernel.vmlinuz, initrd=initrd, cmdline=cmdline, http_port=http_port),
-            machine or Machine(),
-            tmp_path / f"boot-{len(guests) + 1}",
-            lifetime=BOOT_TIMEOUT,
-        )
+    def start(boot: Boot, machine: Machine) -> VirtualMachine:
+        workdir = tmp_path / f"boot-{len(guests) + 1}"
+        vm = VirtualMachine(boot, machine, workdir, lifetime=BOOT_TIMEOUT)
         guests.append(vm)
-        for line in vm.lines(BOOT_TIMEOUT):
-            if SHELL_OFFERED in line:  # the shim gave up and waits on the console: fail now
-                vm.kill()
-        return GuestReport.parse(vm.text())
+        return vm
 
-    yield boot
+    yield start
     for vm in guests:
         vm.kill()
         print(f"--- console of {vm.console.parent.name} ---\n{vm.text()}")
+
+
+def run_to_end(vm: VirtualMachine) -> GuestReport:
+    """Wait for the guest to power off, or stop it once the shim offers a shell; what it printed."""
+    for line in vm.lines(BOOT_TIMEOUT):
+        if SHELL_OFFERED in line:  # the shim gave up and waits on the console: fail now
+            vm.kill()
+    return GuestReport.parse(vm.text())
+
+
+@pytest.fixture
+def boot_vm(kernel: Kernel, initrd: Path, start_vm: StartVm) -> BootVm:
+    """Boot one guest to power-off and return what it printed.
+
+    Call as boot_vm(cmdline, http_port, machine=Machine(...)).
+    """
+
+    def boot(cmdline: str, http_port: int, machine: Machine | None = None) -> GuestReport:
+        spec = Boot(kernel=kernel.vmlinuz, initrd=initrd, cmdline=cmdline, http_port=http_port)
+        return run_to_end(start_vm(spec, machine or Machine()))
+
+    return boot
 
 
 @pytest.fixture
