@@ -21,8 +21,8 @@ from tests.vmkit.rootimage import build_test_root
 from tests.vmkit.sealing import Signer, make_signer, seal_tree
 
 BOOT_TIMEOUT = 180.0  # seconds for one whole boot under TCG, with room for a busy 2-core host
-# What initramfs/init prints when it drops to an emergency or ovl.break shell.
-SHELL_OFFERED = "ovl-init: type 'exit' to continue the boot"
+# What initramfs/init prints when it drops to an emergency, ovl.break or rescue shell.
+SHELL_OFFERED = "ovl-init: type 'exit' to "
 PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/release-note", "/etc/base-only")
 
 

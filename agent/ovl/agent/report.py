@@ -2,7 +2,7 @@
 
 Shape: {"version": 1, "facts": {...}, "channels": [{"channel", "outcome", "reason", "ms",
 "bytes"}], "bundle": {...} | null, "layers": [...], "root": {...}, "timings_ms": {phase: ms},
-"errors": [...], "recoverable_errors": [...]}
+"errors": [...], "recoverable_errors": [...], "rescue": {"reason", "disks": [...]} | null}
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Report:
     timings_ms: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     recoverable_errors: list[str] = field(default_factory=list)
+    rescue: dict[str, Any] | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

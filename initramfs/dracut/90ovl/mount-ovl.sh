@@ -7,7 +7,7 @@ ismounted "$NEWROOT" && return 0
 ovl_run_agent() {
     /ovl/agent/ovl-agent boot --sysroot "$NEWROOT" "$@"
     ovl_status=$?
-    ROOT= INIT= BREAK= EMERGENCY=
+    ROOT= INIT= BREAK= EMERGENCY= RESCUE=
     # Values are shell-quoted by the agent; sourcing the file is the parser.
     if [ -f /run/ovl/handover ]; then . /run/ovl/handover; fi
 }
@@ -25,7 +25,9 @@ if [ -n "$BREAK" ]; then
     ovl_run_agent --no-break
 fi
 if [ -z "$ROOT" ]; then
-    warn "ovl: emergency: ${EMERGENCY:-agent exited with status $ovl_status and no hand-over}"
+    reason=${EMERGENCY:-agent exited with status $ovl_status and no hand-over}
+    [ -n "$RESCUE" ] && reason="rescue: $RESCUE (disks are read-only)"
+    warn "ovl: emergency: $reason"
     emergency_shell -n ovl
 elif [ "$ROOT" != "$NEWROOT" ]; then
     mount --move "$ROOT" "$NEWROOT"

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "plan",
     "server",
     "initramfs",
+    "cik",
     "keys",
     "seal",
     "sign",

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from ovl.core.errors import OvlError
+from ovl.core.errors import BadInput, OvlError
 from ovl.core.run import run
 
 SECTOR = 512
+_MIN_CLUSTERS = 66000  # FAT32's minimum is 65525; a margin for the FATs and reserved sectors
 _LISTING = re.compile(r"^::(/.*?)(/)?$")
 _FREE = re.compile(r"([\d ]+) bytes free")
 
@@ -92,12 +93,29 @@ class FatVolume:
         return int(match[1].replace(" ", "")) if match else 0
 
 
+def cluster_size(size: int) -> int:
+    """Bytes per cluster for a FAT32 volume of `size` bytes: 4 KiB up to 8 GiB (the usual
+    choice), doubling above; smaller when needed for the 65525 clusters FAT32 must have."""
+    cluster = 4096
+    for limit in (8 << 30, 16 << 30, 32 << 30):
+        if size > limit:
+            cluster *= 2
+    while cluster > SECTOR and size // cluster < _MIN_CLUSTERS:
+        cluster //= 2
+    return cluster
+
+
 def format_fat(
     image: Path, *, offset: int, size: int, label: str, volume_id: str, epoch: int = 0
 ) -> FatVolume:
-    """Make a FAT32 filesystem of `size` bytes at `offset` in `image` (which must be that big)."""
+    """Make a FAT32 filesystem of `size` bytes at `offset` in `image` (which must be that big).
+
+    The cluster size is given, not left to mkfs.fat, which picks it from the whole image's
+    size, not the partition's."""
+    if size // SECTOR < _MIN_CLUSTERS + 1024:
+        raise BadInput(f"{image}: {size >> 20} MiB is too small for FAT32 (at least 34 MiB)")
     run([
-        "mkfs.vfat", "-F", "32", "--invariant", "-i", volume_id, "-n", label,
-        "--offset", str(offset // SECTOR), image, str(size // 1024),
+        "mkfs.vfat", "-F", "32", "-s", str(cluster_size(size) // SECTOR), "--invariant",
+        "-i", volume_id, "-n", label, "--offset", str(offset // SECTOR), image, str(size // 1024),
     ])  # fmt: skip
     return FatVolume(image, offset, epoch)

@@ -137,6 +137,19 @@ def check_bzimage(kernel: Path) -> None:
         raise BadInput(f"kernel {kernel}: not a bzImage (no Linux boot header 'HdrS' at 0x202)")
 
 
+def kernel_release(kernel: Path) -> str | None:
+    """The release a bzImage names in its boot header (`kernel_version`), e.g. 6.1.0-57-amd64."""
+    check_bzimage(kernel)
+    with kernel.open("rb") as image:
+        header = image.read(0x10200)  # the pointer is 16-bit, from 0x200
+    (pointer,) = struct.unpack_from("<H", header, 0x20E)
+    start = 0x200 + pointer
+    if not pointer or start >= len(header):
+        return None
+    text = header[start : header.find(b"\0", start)].decode("ascii", "replace")
+    return text.split()[0] if text.split() else None
+
+
 def check_cmdline(cmdline: str) -> str:
     """A command line for the `.cmdline` section: one line of printable text."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in cmdline):
