@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lint",
     "plan",
     "server",
+    "netboot",
     "initramfs",
     "cik",
     "keys",
