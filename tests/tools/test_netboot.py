@@ -337,7 +337,8 @@ def test_dnsmasq_reads_the_config_it_is_given(tmp_path: Path) -> None:
     assert "undionly.kpxe missing: copy it from /usr/lib/ipxe/undionly.kpxe" in err
     assert "dhcp-range=192.168.7.0,proxy\n" in out
     script = "http://192.168.7.1:8470/boot.ipxe?mac=${net0/mac}&uuid=${uuid}"
-    assert f"dhcp-boot=tag:ipxe,{script}\n" in out
+    assert f'pxe-service=tag:ipxe,X86PC,"ovl",{script}\n' in out
+    assert f'pxe-service=tag:ipxe,X86-64_EFI,"ovl",{script}\n' in out
     conf = write(tmp_path / "dnsmasq.conf", out)
     checked = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr

@@ -57,6 +57,7 @@ def node_keys(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
     return keys, fleet, sorted(recipients.iterdir())
 
 
+@pytest.mark.slow
 def test_two_machines_boot_their_own_layers_from_one_stick_and_a_stranger_is_rescued(
     start_vm: StartVm,
     pack_bundle: PackBundle,

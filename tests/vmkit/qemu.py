@@ -82,6 +82,8 @@ class Boot:
     http_port: int | None
     firmware: Firmware = Firmware.BIOS
     bootfile: str | None = None
+    tap: str | None = None  # instead of user networking: this tap device, in network namespace
+    netns: str | None = None  # `netns` (QEMU runs there), which the test made
 
 
 def qemu_argv(
@@ -128,6 +130,14 @@ def qemu_argv(
 
 
 def _network(boot: Boot, machine: Machine) -> list[str]:
+    if boot.tap is not None:
+        netdev = f"tap,id=n0,ifname={boot.tap},script=no,downscript=no"
+        return [
+            "-netdev",
+            netdev,
+            "-device",
+            f"virtio-net-pci,netdev=n0,mac={machine.mac},bootindex=0",
+        ]
     if boot.http_port is None:  # a NIC (its MAC is a fact) with no network behind it
         return ["-nic", "none", "-device", f"virtio-net-pci,mac={machine.mac}"]
     forward = f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:{BUSYBOX} nc 127.0.0.1 {boot.http_port}"
@@ -157,6 +167,8 @@ class VirtualMachine:
             efi_vars = workdir / "efi-vars.fd"
             shutil.copyfile(OVMF[boot.firmware][1], efi_vars)
         self.argv = qemu_argv(boot, machine, self.console, self._pidfile, efi_vars)
+        if boot.netns is not None:  # ip netns exec execs QEMU: the pidfile's PID is still QEMU's
+            self.argv = ["ip", "netns", "exec", boot.netns, *self.argv]
         self._lifetime = lifetime
         self._result: CompletedProcess[bytes] | None = None
         self._error: OvlError | None = None

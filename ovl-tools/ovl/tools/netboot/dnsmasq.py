@@ -43,6 +43,7 @@ def render(settings: ProxySettings) -> str:
         raise BadInput(f"--network {settings.network!r}: expected an IPv4 address") from None
     if settings.interface is not None and not _INTERFACE.match(settings.interface):
         raise BadInput(f"--interface {settings.interface!r}: not an interface name")
+    url = script_url(settings.server)
     root = str(settings.tftp_root)
     if not settings.tftp_root.is_absolute() or any(c in root for c in ",\n #"):
         raise BadInput(f"--tftp-root {root!r}: expected an absolute path without , # or spaces")
@@ -55,12 +56,15 @@ def render(settings: ProxySettings) -> str:
         "dhcp-no-override",
         "enable-tftp",
         f"tftp-root={root}",
-        "# Firmware PXE gets iPXE over TFTP; iPXE (DHCP option 175) gets the ovl script.",
+        "# Firmware PXE gets iPXE over TFTP; iPXE (DHCP option 175) is sent the ovl script's",
+        "# URL as its boot server's file: iPXE asks for it at port 4011 (PXE boot server",
+        "# discovery), and dnsmasq answers that only from a pxe-service entry.",
         "dhcp-match=set:ipxe,175",
-        'pxe-prompt="ovl netboot",0',
+        'pxe-prompt=tag:!ipxe,"ovl netboot",0',
         f'pxe-service=tag:!ipxe,X86PC,"ovl: iPXE",{BIOS_LOADER}',
         f'pxe-service=tag:!ipxe,X86-64_EFI,"ovl: iPXE",{UEFI_LOADER}',
-        f"dhcp-boot=tag:ipxe,{script_url(settings.server)}",
+        f'pxe-service=tag:ipxe,X86PC,"ovl",{url}',
+        f'pxe-service=tag:ipxe,X86-64_EFI,"ovl",{url}',
     ]
     return "\n".join(lines) + "\n"
 
