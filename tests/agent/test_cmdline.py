@@ -170,6 +170,15 @@ def test_cik_boot_takes_a_key_directory_on_the_stick_and_rescue_stands_alone() -
     assert parse_cmdline("quiet").cik is None
 
 
+def test_the_image_name_ipxe_puts_first_on_an_efi_command_line_is_ignored() -> None:
+    config = parse_cmdline(
+        "vmlinuz initrd=initrd.img ip=dhcp ovl=http://10.0.2.100/profiles/lab/current/bundle.ovl "
+        "BOOTIF=01-52-54-00-0a-00-01"
+    )
+    assert config.sources == (HttpSource("http://10.0.2.100/profiles/lab/current/bundle.ovl"),)
+    assert config.warnings == ()
+
+
 def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
     config = parse_cmdline("ovl.colour=blue ovl.mode=overlay")
     assert config.warnings == ("unknown setting ovl.colour ignored",)

@@ -15,8 +15,6 @@ ids come from a hash of the contents, FAT volumes are made `--invariant` with fi
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,7 +23,6 @@ from pathlib import Path, PurePosixPath
 
 from ovl.core.errors import BadInput, OvlError
 from ovl.core.fs import atomic_write
-from ovl.core.run import run
 from ovl.tools.cik.fat import FatVolume, format_fat
 from ovl.tools.cik.gpt import BASIC_DATA_TYPE, ESP_TYPE, Partition, read_gpt, write_gpt
 from ovl.tools.initramfs import uki
@@ -37,7 +34,7 @@ BOOT_PATH = "/EFI/BOOT/BOOTX64.EFI"
 RESCUE_PATH = "/EFI/ovl/rescue.efi"
 _ESP_MIN = 64 * MIB  # FAT32 needs 65525 clusters: mkfs.fat refuses much less
 _DATA_MIN = 64 * MIB
-_CLUSTER = 32 * 1024  # the largest cluster mkfs.fat picks below 32 GiB: a safe estimate
+CLUSTER = 32 * 1024  # the largest cluster fat.cluster_size picks: a safe estimate
 _FAT_NAME_FORBIDDEN = set('"*/:<>?\\|') | {chr(c) for c in range(0x20)} | {" "}
 
 
@@ -70,14 +67,6 @@ class Made:
     data: Partition
     esp_files: tuple[str, ...]
     data_files: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Updated:
-    target: Path
-    written: tuple[str, ...]
-    removed: tuple[str, ...]
-    free: int
 
 
 def parse_size(text: str) -> int:
@@ -144,14 +133,14 @@ def stick_cmdline(content: Content, extra: str = "") -> str:
     return uki.check_cmdline(" ".join([*words, extra.strip()]))
 
 
-def _round_up(value: int, unit: int) -> int:
+def round_up(value: int, unit: int) -> int:
     return (value + unit - 1) // unit * unit
 
 
 def data_bytes_needed(files: Mapping[str, Path]) -> int:
     """A generous estimate of the FAT space `files` take: whole clusters, directories, FATs."""
-    payload = sum(_round_up(path.stat().st_size, _CLUSTER) for path in files.values())
-    return max(_DATA_MIN, _round_up(payload * 102 // 100 + 16 * MIB, MIB))
+    payload = sum(round_up(path.stat().st_size, CLUSTER) for path in files.values())
+    return max(_DATA_MIN, round_up(payload * 102 // 100 + 16 * MIB, MIB))
 
 
 def _guid(seed: bytes, index: int) -> str:
@@ -174,7 +163,7 @@ def make_stick(
     with _scratch(output) as scratch:
         efi = _build_ukis(scratch, boot, cmdline)
         efi_bytes = sum(path.stat().st_size for path in efi.values())
-        esp_size = max(_ESP_MIN, _round_up(efi_bytes * 11 // 10 + 8 * MIB, MIB))
+        esp_size = max(_ESP_MIN, round_up(efi_bytes * 11 // 10 + 8 * MIB, MIB))
         needed = MIB + esp_size + needed_data + MIB
         if size < needed:
             raise BadInput(
@@ -205,7 +194,7 @@ def make_stick(
                     volume_id=_guid(seed, index)[:8],
                     epoch=epoch,
                 )
-                _write_files(volume, files)
+                write_files(volume, files)
     return Made(output, size, cmdline, esp, data, tuple(efi), tuple(sorted(content.files)))
 
 
@@ -220,7 +209,7 @@ def _build_ukis(scratch: Path, boot: BootFiles, cmdline: str) -> dict[str, Path]
     return built
 
 
-def _write_files(volume: FatVolume, files: Mapping[str, Path], *, in_place: bool = False) -> None:
+def write_files(volume: FatVolume, files: Mapping[str, Path], *, in_place: bool = False) -> None:
     """Copy `files` in, directories first; `in_place`: each through a temporary name."""
     for dest in sorted({str(PurePosixPath(d).parent) for d in files} - {"/"}):
         volume.mkdir(dest)
@@ -247,89 +236,8 @@ def find_data_partition(device: Path) -> Partition:
     raise BadInput(f"{device}: no {DATA_LABEL} partition (not a CIK stick made by ovl cik make)")
 
 
-def _mounted(device: Path) -> str | None:
-    """A mount point of `device` or one of its partitions, if the host has one mounted."""
-    real = os.path.realpath(device)
-    with open("/proc/self/mounts") as table:
-        for line in table:
-            source, point = line.split()[:2]
-            partition = source[len(real) :].lstrip("p")
-            if source == real or (source.startswith(real) and partition.isdigit()):
-                return point
-    return None
-
-
-def update_stick(
-    target: Path, content: Content, removals: Sequence[str] = (), epoch: int = 0
-) -> Updated:
-    """Add or replace `content` and delete `removals` on a stick image or a stick device.
-
-    An image is changed as a copy renamed over it (all or nothing); on a device each file is
-    written under a temporary name and renamed over the old one."""
-    try:
-        mode = target.stat().st_mode
-    except FileNotFoundError:
-        raise BadInput(f"{target}: no such stick or image") from None
-    if stat.S_ISBLK(mode):
-        point = _mounted(target)
-        if point is not None:
-            raise BadInput(f"{target}: mounted on {point}; unmount it first")
-        return _update(target, content, removals, epoch, in_place=True)
-    if not stat.S_ISREG(mode):
-        raise BadInput(f"{target}: neither an image file nor a block device")
-    find_data_partition(target)  # before copying gigabytes: is it a stick at all?
-    with atomic_write(target, mode=stat.S_IMODE(mode)) as staged:
-        run(["cp", "--sparse=always", "--reflink=auto", target, staged.path])
-        return _update(staged.path, content, removals, epoch, in_place=False, shown=target)
-
-
-def _update(
-    device: Path,
-    content: Content,
-    removals: Sequence[str],
-    epoch: int,
-    *,
-    in_place: bool,
-    shown: Path | None = None,
-) -> Updated:
-    shown = shown or device
-    volume = FatVolume(device, find_data_partition(device).start, epoch)
-    present = {p.casefold() for p in volume.paths()}
-    for path in removals:
-        if path.casefold() not in present and path.casefold() + "/" not in present:
-            raise BadInput(f"{shown}: --remove {path}: not on the stick")
-    adding = sum(_round_up(p.stat().st_size, _CLUSTER) for p in content.files.values())
-    free = volume.free()
-    if adding + MIB > free:
-        raise BadInput(
-            f"{shown}: not enough room: {adding / MIB:.1f}M to write, {free / MIB:.1f}M free "
-            "(a replaced file is dropped only once its new copy is written)"
-        )
-    for path in removals:
-        volume.remove(path + ("/" if path.casefold() + "/" in present else ""))
-    _write_files(volume, content.files, in_place=in_place)
-    return Updated(shown, tuple(sorted(content.files)), tuple(removals), volume.free())
-
-
 @contextmanager
 def _scratch(output: Path) -> Iterator[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ovl-cik-", dir=output.parent) as scratch:
         yield Path(scratch)
-
-
-def stick_listing(device: Path) -> tuple[list[str], str]:
-    """The data partition's paths and the stick's command line (from its UKI's .cmdline)."""
-    parts = read_gpt(device)
-    data = find_data_partition(device)
-    esp = next((p for p in parts if p.type == ESP_TYPE), None)
-    paths = sorted(FatVolume(device, data.start).paths())
-    cmdline = ""
-    if esp is not None:
-        efi = FatVolume(device, esp.start).read(BOOT_PATH)
-        with tempfile.TemporaryDirectory(prefix="ovl-cik-") as scratch:
-            image, section = Path(scratch) / "boot.efi", Path(scratch) / "cmdline"
-            image.write_bytes(efi)
-            run(["objcopy", "-O", "binary", "--only-section=.cmdline", image, section])
-            cmdline = section.read_text()
-    return paths, cmdline

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ovl.core.errors import BadInput
-from ovl.tools.cik import stick
+from ovl.tools.cik import stick, update
 from ovl.tools.cik.nodekeys import collect_node_keys
 from ovl.tools.fleet import load_fleet
 from ovl.tools.initramfs.build import source_date_epoch
@@ -102,8 +102,8 @@ def run_make(args: argparse.Namespace) -> int:
         data["output"] = str(made.output)
         print(json.dumps(data, indent=2))
         return 0
-    counts = f"{len(content.bundles)} bundles, {len(content.images)} images, "
-    counts += f"{len(content.keys)} node keys"
+    counts = f"bundles {len(content.bundles)}, images {len(content.images)}, "
+    counts += f"node keys {len(content.keys)}"
     print(
         f"{made.output}: CIK stick {_mib(made.size)}: {stick.ESP_LABEL} {_mib(made.esp.size)} "
         f"({', '.join(made.esp_files)}), {stick.DATA_LABEL} {_mib(made.data.size)} ({counts})"
@@ -117,7 +117,7 @@ def run_update(args: argparse.Namespace) -> int:
     if not content.files and not args.remove:
         raise BadInput("nothing to do: give --bundle, --image, --node-keys or --remove")
     removals = ["/" + path.strip("/") for path in args.remove]
-    updated = stick.update_stick(args.target, content, removals, source_date_epoch())
+    updated = update.update_stick(args.target, content, removals, source_date_epoch())
     if args.json:
         data = asdict(updated)
         data["target"] = str(updated.target)
@@ -133,7 +133,7 @@ def run_update(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     if not args.target.exists():
         raise BadInput(f"{args.target}: no such stick or image")
-    paths, cmdline = stick.stick_listing(args.target)
+    paths, cmdline = update.stick_listing(args.target)
     if args.json:
         print(json.dumps({"target": str(args.target), "cmdline": cmdline, "paths": paths}))
         return 0
