@@ -83,7 +83,6 @@ def snakeoil_key(directory: Path) -> Path:
     return plain
 
 
-@pytest.mark.slow
 def test_secure_boot_runs_the_signed_uki_and_refuses_the_unsigned_one(
     start_vm: StartVm,
     pack_bundle: PackBundle,
