@@ -8,8 +8,9 @@ import io
 import json
 import os
 import re
+import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,80 @@ def test_encrypted_bundle_without_the_key_falls_back_to_the_image(machine: Machi
     booted = machine.boot(f"ovl=file:{machine.bundle(encrypt=True)} ovl.require=encrypted")
     _assert_bare_image(booted)
     assert booted.report["channels"][0]["outcome"] == "verify"
+
+
+def _key_directory(machine: Machine, name: str) -> Path:
+    """A directory of node keys (as on a CIK stick) holding this machine's key as `name`."""
+    keys = machine.tmp / "keys"
+    keys.mkdir(exist_ok=True)
+    (keys / name).write_bytes(machine.pki.node_identity.read_bytes())
+    (keys / "52-54-00-99-99-99").write_text("AGE-SECRET-KEY-1 not this machine's\n")
+    return keys
+
+
+def test_key_directory_gives_the_key_named_by_this_machines_mac(machine: Machine) -> None:
+    keys = _key_directory(machine, MAC.replace(":", "-"))
+    bundle = machine.bundle(encrypt=True)
+    booted = machine.boot(f"ovl=file:{bundle} ovl.require=encrypted ovl.key={keys}/")
+    _assert_fleet_root(booted)
+    assert booted.report["bundle"]["encrypted"] is True
+
+
+def test_key_directory_without_this_machines_key_refuses_the_bundle(machine: Machine) -> None:
+    keys = _key_directory(machine, "52-54-00-00-00-01")
+    bundle = machine.bundle(encrypt=True)
+    booted = machine.boot(f"ovl=file:{bundle} ovl.require=encrypted ovl.key={keys}/")
+    _assert_bare_image(booted)
+    reason = booted.report["channels"][0]["reason"]
+    assert reason == f"no key for this machine in {keys} (looked for {MAC.replace(':', '-')})"
+
+
+def _with_disk(machine: Machine, loop: str) -> Machine:
+    """The machine's sysfs lists one disk, vdz, whose device node is the loop device `loop`."""
+    block = machine.paths.sysfs / "block" / "vdz"
+    block.mkdir(parents=True)
+    (block / "size").write_text("65536\n")
+    dev = machine.tmp / "dev"
+    dev.mkdir()
+    (dev / "vdz").symlink_to(loop)
+    machine.paths = replace(machine.paths, dev=dev)
+    return machine
+
+
+def test_cik_boot_refuses_a_machine_without_a_key_and_hands_over_a_rescue_shell(
+    machine: Machine,
+) -> None:
+    disk = machine.mounts.loop(make_fs_image(machine.tmp / "data.img", "ext4", "data", 16))
+    _with_disk(machine, disk)
+    keys = _key_directory(machine, "52-54-00-00-00-01")
+    bundle = machine.bundle(encrypt=True)
+    try:
+        booted = machine.boot(f"ovl=file:{bundle} ovl.key={keys}/ ovl.cik=boot")
+        assert Path(f"/sys/block/{Path(disk).name}/ro").read_text().strip() == "1"
+    finally:
+        subprocess.run(["blockdev", "--setrw", disk], check=True)
+    refusal = f"no key for this machine in {keys} (looked for {MAC.replace(':', '-')})"
+    assert booted.lines[1] == f"ovl: key: this machine is refused: {refusal}"
+    assert booted.handover == Handover(rescue=f"refused: {refusal}")
+    assert booted.handover.render() == f"RESCUE='refused: {refusal}'\n"
+    assert "ovl: rescue: vdz 32.0 MiB (read-only): ext4 LABEL=data" in booted.lines
+    assert booted.report["rescue"]["disks"] == [
+        {"name": "vdz", "size": 32 << 20, "model": "", "removable": False, "partitions": [],
+         "read_only": True}
+    ]  # fmt: skip
+    assert booted.report["channels"] == [] and booted.report["bundle"] is None
+    assert not os.path.ismount(booted.sysroot)
+
+
+def test_cik_rescue_fetches_nothing_and_lists_the_disks(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    url = _serve(server, machine.bundle())
+    booted = machine.boot(f"ovl={url} ovl.cik=rescue")
+    assert booted.handover == Handover(rescue="ovl.cik=rescue")
+    assert booted.report["rescue"] == {"reason": "ovl.cik=rescue", "disks": []}
+    assert server.log.seen == []
+    assert [line for line in booted.lines if line.startswith("ovl: fetch")] == []
 
 
 def test_layer_that_fails_to_apply_falls_back_to_the_next_candidate(machine: Machine) -> None:

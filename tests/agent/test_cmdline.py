@@ -13,6 +13,7 @@ from ovl.agent.channels import open_channel
 from ovl.agent.channels.gist import GistChannel
 from ovl.agent.cmdline import (
     BootConfig,
+    Cik,
     Mode,
     Phase,
     Upper,
@@ -162,6 +163,26 @@ def test_overlay_settings_in_another_mode_are_warned_about() -> None:
     )
 
 
+def test_cik_boot_takes_a_key_directory_on_the_stick_and_rescue_stands_alone() -> None:
+    config = parse_cmdline(
+        "ovl=part:LABEL=OVLCIK:/fleet.ovl ovl.key=part:LABEL=OVLCIK:/keys/ ovl.cik=boot"
+    )
+    assert config.cik is Cik.BOOT
+    assert config.key == PartPath(DeviceRef(DeviceKind.LABEL, "OVLCIK"), "/keys/")
+    assert str(config.key) == "part:LABEL=OVLCIK:/keys/"
+    assert parse_cmdline("ovl.cik=rescue").cik is Cik.RESCUE
+    assert parse_cmdline("quiet").cik is None
+
+
+def test_the_image_name_ipxe_puts_first_on_an_efi_command_line_is_ignored() -> None:
+    config = parse_cmdline(
+        "vmlinuz initrd=initrd.img ip=dhcp ovl=http://10.0.2.100/profiles/lab/current/bundle.ovl "
+        "BOOTIF=01-52-54-00-0a-00-01"
+    )
+    assert config.sources == (HttpSource("http://10.0.2.100/profiles/lab/current/bundle.ovl"),)
+    assert config.warnings == ()
+
+
 def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
     config = parse_cmdline("ovl.colour=blue ovl.mode=overlay")
     assert config.warnings == ("unknown setting ovl.colour ignored",)
@@ -217,6 +238,8 @@ def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
             "ovl.break=later",
             "ovl.break=later: expected one of facts, fetch, apply, stack, handover",
         ),
+        ("ovl.cik=maybe", "ovl.cik=maybe: expected one of boot, rescue"),
+        ("ovl.cik=boot", "ovl.cik=boot needs ovl.key=<directory of node keys>/"),
     ],
 )
 def test_malformed_value_is_one_line_naming_the_key(text: str, message: str) -> None:

@@ -119,6 +119,28 @@ def test_bundle_is_served_with_etag_and_last_modified(url: str, root: Path) -> N
     assert head.status_code == 200 and head.headers["ETag"] == etag
 
 
+def test_netboot_script_and_the_files_it_names_are_served(
+    url: str, root: Path, tmp_path: Path
+) -> None:
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
+    kernel.write_bytes(bytes(0x202) + b"HdrS" + bytes(100))  # the bzImage boot header
+    initrd.write_bytes(b"initramfs")
+    published = ovl("netboot", "publish", "--root", str(root), "lab", "--kernel", str(kernel),
+                    "--initrd", str(initrd))  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    mac = "52:54:00:00:00:01"
+    machine = ovl("netboot", "add-machine", "--root", str(root), "lab", "--mac", mac)
+    assert machine.returncode == 0, machine.stderr
+    script = requests.get(url + "/boot.ipxe?mac=52:54:00:00:00:01&uuid=", timeout=10)
+    assert script.status_code == 200 and script.text.startswith("#!ipxe\n")
+    assert f"kernel {url}/profiles/lab/netboot/vmlinuz initrd=initrd.img " in script.text
+    assert f"ovl={url}/profiles/lab/current/bundle.ovl" in script.text
+    got = requests.get(url + "/profiles/lab/netboot/vmlinuz", timeout=10)
+    assert got.status_code == 200 and got.content == kernel.read_bytes()
+    stranger = requests.get(url + "/boot.ipxe?mac=not-a-mac", timeout=10)
+    assert stranger.status_code == 200 and "menu ovl netboot" in stranger.text
+
+
 def test_private_parts_are_not_served(url: str) -> None:
     for path in (
         "/machines/node1.json",

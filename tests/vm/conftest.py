@@ -21,8 +21,8 @@ from tests.vmkit.rootimage import build_test_root
 from tests.vmkit.sealing import Signer, make_signer, seal_tree
 
 BOOT_TIMEOUT = 180.0  # seconds for one whole boot under TCG, with room for a busy 2-core host
-# What initramfs/init prints when it drops to an emergency or ovl.break shell.
-SHELL_OFFERED = "ovl-init: type 'exit' to continue the boot"
+# What initramfs/init prints when it drops to an emergency, ovl.break or rescue shell.
+SHELL_OFFERED = "ovl-init: type 'exit' to "
 PROBES = ("/etc/hostname", "/etc/motd", "/etc/role", "/etc/release-note", "/etc/base-only")
 
 
@@ -61,15 +61,36 @@ def refusing_port() -> Iterator[int]:
 
 
 BootVm = Callable[..., GuestReport]
+StartVm = Callable[..., VirtualMachine]
+
+
+def run_to_end(vm: VirtualMachine, timeout: float = BOOT_TIMEOUT) -> GuestReport:
+    """Read the console until the guest stops (killed at once if it offers a shell: the shim
+    gave up and would wait there); what it printed."""
+    for line in vm.lines(timeout):
+        if SHELL_OFFERED in line:
+            vm.kill()
+    return GuestReport.parse(vm.text())
 
 
 class Guests:
     """The guests of one test: started, read to the end, and always killed at teardown (with
     each console printed, so a failing test shows what the guests said)."""
 
+    finish = staticmethod(run_to_end)
+
     def __init__(self, kernel: Kernel, initrd: Path, tmp_path: Path) -> None:
         self.kernel, self.initrd, self.tmp_path = kernel, initrd, tmp_path
         self.started: list[VirtualMachine] = []
+
+    def launch(
+        self, boot: Boot, machine: Machine, lifetime: float = BOOT_TIMEOUT
+    ) -> VirtualMachine:
+        """A running guest booting `boot`; its console is in tmp_path/boot-N/console.log."""
+        workdir = self.tmp_path / f"boot-{len(self.started) + 1}"
+        vm = VirtualMachine(boot, machine, workdir, lifetime)
+        self.started.append(vm)
+        return vm
 
     def start(
         self,
@@ -80,21 +101,9 @@ class Guests:
         reboot: bool = False,
         lifetime: float = BOOT_TIMEOUT,
     ) -> VirtualMachine:
-        """A running guest; its console is in tmp_path/boot-N/console.log."""
+        """A running guest booting the session's kernel and initramfs with `cmdline`."""
         boot = Boot(self.kernel.vmlinuz, self.initrd, cmdline, http_port, reboot=reboot)
-        vm = VirtualMachine(
-            boot, machine or Machine(), self.tmp_path / f"boot-{len(self.started) + 1}", lifetime
-        )
-        self.started.append(vm)
-        return vm
-
-    def finish(self, vm: VirtualMachine, timeout: float = BOOT_TIMEOUT) -> GuestReport:
-        """Read the console until the guest stops (killed at once if it offers a shell: the
-        shim gave up and would wait there); what it printed."""
-        for line in vm.lines(timeout):
-            if SHELL_OFFERED in line:
-                vm.kill()
-        return GuestReport.parse(vm.text())
+        return self.launch(boot, machine or Machine(), lifetime)
 
     def kill_all(self) -> None:
         for vm in self.started:
@@ -110,6 +119,12 @@ def guests(kernel: Kernel, initrd: Path, tmp_path: Path) -> Iterator[Guests]:
         yield started
     finally:
         started.kill_all()
+
+
+@pytest.fixture
+def start_vm(guests: Guests) -> StartVm:
+    """Start one guest of any kind: start_vm(Boot(...), Machine(...)) -> VirtualMachine."""
+    return guests.launch
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from ovl.core.run import run
 from tests.vmkit.httpserve import StaticServer
 from tests.vmkit.kernel import Kernel, fetch_kernel, resolve_package
 from tests.vmkit.markers import GuestReport
-from tests.vmkit.qemu import Boot, Machine, VirtualMachine, qemu_argv
+from tests.vmkit.qemu import Boot, Firmware, Machine, VirtualMachine, qemu_argv
 from tests.vmkit.rootimage import build_test_root
 
 
@@ -95,6 +95,34 @@ def test_every_nic_is_restricted_on_a_network_of_its_own_and_qmp_can_reach_them(
     assert "virtio-net-pci,id=nic1,netdev=n1,mac=52:54:00:00:00:08" in argv
     assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'qmp'},server=on,wait=off"
     assert "-no-reboot" not in argv
+
+
+def test_firmware_boots_get_ovmf_usb_sticks_a_bootfile_or_a_tap(tmp_path: Path) -> None:
+    stick, efi_vars = tmp_path / "stick.img", tmp_path / "vars.fd"
+    machine = Machine(mac="52:54:00:00:00:08", usb_disks=(stick,))
+    secure = Boot(kernel=None, initrd=None, cmdline="", http_port=None,
+                  firmware=Firmware.SECURE_BOOT)  # fmt: skip
+    argv = qemu_argv(secure, machine, tmp_path / "console", tmp_path / "pid", efi_vars=efi_vars)
+    assert "-kernel" not in argv and argv[argv.index("-machine") + 1] == "q35,smm=on"
+    assert "driver=cfi.pflash01,property=secure,value=on" in argv
+    assert f"if=pflash,format=raw,unit=1,file={efi_vars}" in argv
+    assert f"if=none,id=usb0,format=raw,snapshot=on,file={stick}" in argv
+    assert "usb-storage,bus=xhci.0,drive=usb0,removable=on,bootindex=0" in argv
+    nic = argv.index("-nic")
+    assert argv[nic + 1 : nic + 4] == [
+        "none",
+        "-device",
+        "virtio-net-pci,id=nic0,mac=52:54:00:00:00:08",
+    ]
+    with pytest.raises(OvlError, match="needs a copy of the variable store"):
+        qemu_argv(secure, machine, tmp_path / "console", tmp_path / "pid")
+    netboot = Boot(kernel=None, initrd=None, cmdline="", http_port=8123, bootfile="http://x/a,b")
+    argv = qemu_argv(netboot, Machine(), tmp_path / "c", tmp_path / "p")
+    netdev = argv[argv.index("-netdev") + 1]
+    assert netdev.endswith(",bootfile=http://x/a,,b")
+    tapped = Boot(kernel=None, initrd=None, cmdline="", http_port=None, tap="tap0", netns="ns")
+    argv = qemu_argv(tapped, Machine(), tmp_path / "c", tmp_path / "p")
+    assert "tap,id=n0,ifname=tap0,script=no,downscript=no" in argv
 
 
 @pytest.mark.vm

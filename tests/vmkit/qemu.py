@@ -5,14 +5,20 @@ networking with `restrict=on`, plus a guestfwd that runs `busybox nc 127.0.0.1 P
 guest connection (a `tcp:` guestfwd target is one chardev that serves a single connection).
 Each NIC is a virtio-net-pci device (id nic0, nic1, ...) on a user network of its own, so a test
 can pull its cable with QMP's set_link (`VirtualMachine.set_link`).
+
+A guest boots a kernel and initramfs given to QEMU (`-kernel`), or whatever its firmware
+finds: SeaBIOS or OVMF (UEFI, optionally with Secure Boot) booting a disk, a USB stick, or the
+NIC's iPXE ROM fetching `bootfile` over DHCP.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -31,55 +37,132 @@ GUEST_SERVER = "10.0.2.100"
 BUSYBOX = "/bin/busybox"
 
 
+class Firmware(enum.Enum):
+    BIOS = "bios"  # SeaBIOS, QEMU's default
+    UEFI = "uefi"  # OVMF, Secure Boot off, no boot entries: it boots EFI/BOOT/BOOTX64.EFI
+    SECURE_BOOT = "secure-boot"  # OVMF enforcing Secure Boot, Debian's snakeoil keys enrolled
+
+
+# OVMF code (read-only) and the template its writable variable store is copied from.
+OVMF = {
+    Firmware.UEFI: (
+        Path("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+        Path("/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ),
+    Firmware.SECURE_BOOT: (
+        Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+        Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"),
+    ),
+}
+# The key the snakeoil variable store trusts (its db), encrypted with the passphrase below.
+SNAKEOIL_KEY = Path("/usr/share/ovmf/PkKek-1-snakeoil.key")
+SNAKEOIL_CERT = Path("/usr/share/ovmf/PkKek-1-snakeoil.pem")
+SNAKEOIL_PASSPHRASE = "snakeoil"
+
+
 @dataclass(frozen=True)
 class Machine:
     """The hardware a guest sees: its NICs' MACs (the first `mac`, then `more_macs`), its DMI
-    product UUID and virtio disks in order."""
+    product UUID, virtio disks in order and USB sticks (on an xHCI controller, booted first,
+    each VM writing to a snapshot)."""
 
     mac: str = "52:54:00:0a:00:01"
     product_uuid: str = "5a1e0000-0000-4000-8000-000000000001"
     disks: tuple[Path, ...] = ()
     memory_mb: int = 1024
     more_macs: tuple[str, ...] = ()
+    usb_disks: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
 class Boot:
-    """What to boot: kernel, initramfs, command line, and where 10.0.2.100:80 leads."""
+    """What to boot and where 10.0.2.100:80 leads.
 
-    kernel: Path
-    initrd: Path
+    With `kernel` (and `initrd`) QEMU loads them itself; without, the firmware boots what it
+    finds. `http_port` None: the NIC has no network at all. `bootfile`: the DHCP boot file name
+    QEMU's DHCP server offers, which the NIC's iPXE ROM fetches and runs (`${...}` expanded)."""
+
+    kernel: Path | None
+    initrd: Path | None
     cmdline: str
-    http_port: int
+    http_port: int | None
     reboot: bool = False  # a guest reboot restarts it (else QEMU exits: -no-reboot)
+    firmware: Firmware = Firmware.BIOS
+    bootfile: str | None = None
+    tap: str | None = None  # instead of user networking: this tap device, in network namespace
+    netns: str | None = None  # `netns` (QEMU runs there), which the test made
 
 
 def qemu_argv(
-    boot: Boot, machine: Machine, console: Path, pidfile: Path, qmp: Path | None = None
+    boot: Boot,
+    machine: Machine,
+    console: Path,
+    pidfile: Path,
+    qmp: Path | None = None,
+    efi_vars: Path | None = None,
 ) -> list[str]:
-    """The qemu-system-x86_64 command line for one boot (accelerator from $OVL_QEMU_ACCEL)."""
-    forward = f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:{BUSYBOX} nc 127.0.0.1 {boot.http_port}"
+    """The qemu-system-x86_64 command line for one boot (accelerator from $OVL_QEMU_ACCEL).
+
+    `efi_vars` is this guest's own copy of the OVMF variable store (UEFI firmware only)."""
+    secure = boot.firmware is Firmware.SECURE_BOOT
     argv = [
         "qemu-system-x86_64",
-        "-machine", "q35",
+        "-machine", "q35,smm=on" if secure else "q35",
         "-accel", os.environ.get(ACCEL_ENV, "tcg"),
         "-m", str(machine.memory_mb),
         "-nographic", *([] if boot.reboot else ["-no-reboot"]),
         "-serial", f"file:{console}",
         "-monitor", "none",
         "-pidfile", str(pidfile),
-        "-kernel", str(boot.kernel),
-        "-initrd", str(boot.initrd),
-        "-append", f"console=ttyS0 panic=-1 {boot.cmdline}".strip(),
         "-smbios", f"type=1,uuid={machine.product_uuid}",
     ]  # fmt: skip
-    for index, mac in enumerate((machine.mac, *machine.more_macs)):
-        argv += ["-netdev", f"user,id=n{index},restrict=on,{forward}",
-                 "-device", f"virtio-net-pci,id=nic{index},netdev=n{index},mac={mac}"]  # fmt: skip
+    if boot.firmware is not Firmware.BIOS:
+        if efi_vars is None:
+            raise OvlError(f"{boot.firmware.value} firmware needs a copy of the variable store")
+        code = OVMF[boot.firmware][0]
+        if secure:
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}"]
+        argv += ["-drive", f"if=pflash,format=raw,unit=1,file={efi_vars}"]
+    if boot.kernel is not None:
+        argv += ["-kernel", str(boot.kernel)]
+        argv += ["-initrd", str(boot.initrd)] if boot.initrd is not None else []
+        argv += ["-append", f"console=ttyS0 panic=-1 {boot.cmdline}".strip()]
+    argv += _network(boot, machine)
     if qmp is not None:
         argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     for disk in machine.disks:
         argv += ["-drive", f"file={disk},if=virtio,format=raw"]
+    if machine.usb_disks:
+        argv += ["-device", "qemu-xhci,id=xhci"]
+    for index, stick in enumerate(machine.usb_disks):
+        # snapshot=on: two guests can boot "the same stick" and neither changes the file.
+        argv += ["-drive", f"if=none,id=usb{index},format=raw,snapshot=on,file={stick}"]
+        argv += ["-device", f"usb-storage,bus=xhci.0,drive=usb{index},removable=on,"
+                 f"bootindex={index}"]  # fmt: skip
+    return argv
+
+
+def _network(boot: Boot, machine: Machine) -> list[str]:
+    """One NIC per MAC, each on a network of its own (id nic0, nic1, ...: set_link's names)."""
+    if boot.tap is not None:
+        netdev = f"tap,id=n0,ifname={boot.tap},script=no,downscript=no"
+        nic = f"virtio-net-pci,id=nic0,netdev=n0,mac={machine.mac},bootindex=0"
+        return ["-netdev", netdev, "-device", nic]
+    argv: list[str] = []
+    if boot.http_port is None:  # NICs (their MACs are facts) with no network behind them
+        argv += ["-nic", "none"]
+        for index, mac in enumerate((machine.mac, *machine.more_macs)):
+            argv += ["-device", f"virtio-net-pci,id=nic{index},mac={mac}"]
+        return argv
+    forward = f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:{BUSYBOX} nc 127.0.0.1 {boot.http_port}"
+    for index, mac in enumerate((machine.mac, *machine.more_macs)):
+        netdev = f"user,id=n{index},restrict=on,{forward}"
+        nic = f"virtio-net-pci,id=nic{index},netdev=n{index},mac={mac}"
+        if boot.bootfile is not None and index == 0:
+            netdev += ",bootfile=" + boot.bootfile.replace(",", ",,")  # QEMU's comma escape
+            nic += ",bootindex=0"
+        argv += ["-netdev", netdev, "-device", nic]
     return argv
 
 
@@ -98,7 +181,13 @@ class VirtualMachine:
         self.console.write_bytes(b"")
         self._pidfile.unlink(missing_ok=True)
         self._qmp.unlink(missing_ok=True)
-        self.argv = qemu_argv(boot, machine, self.console, self._pidfile, self._qmp)
+        efi_vars = None
+        if boot.firmware is not Firmware.BIOS:
+            efi_vars = workdir / "efi-vars.fd"
+            shutil.copyfile(OVMF[boot.firmware][1], efi_vars)
+        self.argv = qemu_argv(boot, machine, self.console, self._pidfile, self._qmp, efi_vars)
+        if boot.netns is not None:  # ip netns exec execs QEMU: the pidfile's PID is still QEMU's
+            self.argv = ["ip", "netns", "exec", boot.netns, *self.argv]
         self._lifetime = lifetime
         self._result: CompletedProcess[bytes] | None = None
         self._error: OvlError | None = None

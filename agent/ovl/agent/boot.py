@@ -4,7 +4,8 @@ stack root → report → hand-over file for the /init shim.
 Never brick: a channel, signature, decryption or layer that fails is one console line and the
 next candidate is tried (the configured channels in order, then the last-known-good cache);
 with no bundle at all the bare image boots. Only when no root can be assembled does the
-hand-over say EMERGENCY, and the shim drops to a shell.
+hand-over say EMERGENCY, and the shim drops to a shell. A CIK boot (`ovl.cik=`) may instead say
+RESCUE: every disk read-only and listed, and the shim's shell.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ovl.agent.cache import Cache, CacheChannel
 from ovl.agent.channels import Channel, open_channel
-from ovl.agent.cmdline import BootConfig, Phase
+from ovl.agent.cmdline import BootConfig, Cik, Phase
 from ovl.agent.console import Console, Level
 from ovl.agent.context import BootContext, Network
 from ovl.agent.emergency import NO_FAILURES, Emergency, FailedBoots
@@ -50,6 +51,7 @@ class BootPaths:
     sysfs: Path = Path("/sys")
     keys_dir: Path = Path("/etc/ovl/keys")
     kmsg: Path | None = Path("/dev/kmsg")
+    dev: Path = Path("/dev")
 
     def net(self) -> NetPaths:
         return NetPaths(sysfs=self.sysfs, run_dir=self.run_dir)
@@ -57,13 +59,15 @@ class BootPaths:
 
 @dataclass(frozen=True)
 class Handover:
-    """What the /init shim does next: switch_root into ROOT, BREAK to a shell, or EMERGENCY."""
+    """What the /init shim does next: switch_root into ROOT, BREAK to a shell, EMERGENCY, or
+    RESCUE (a shell with the disks read-only)."""
 
     root: Path | None = None
     init: str | None = None
     break_at: Phase | None = None
     emergency: str | None = None
     on_emergency: Emergency = field(default_factory=Emergency)  # the shim's next step
+    rescue: str | None = None
 
     def render(self) -> str:
         pairs = {
@@ -72,6 +76,7 @@ class Handover:
             "BREAK": self.break_at.value if self.break_at else None,
             "EMERGENCY": self.emergency,
             **(self.on_emergency.handover() if self.emergency else {}),
+            "RESCUE": self.rescue,
         }
         return "".join(f"{k}={shlex.quote(v)}\n" for k, v in pairs.items() if v is not None)
 
@@ -210,8 +215,17 @@ def _assemble(boot: _Boot) -> Handover:
     boot.stop_before(Phase.FACTS)
     with report.phase("facts"):
         facts = _facts(boot)
+    if config.cik is Cik.RESCUE:
+        return _rescue(boot, "ovl.cik=rescue")
     cache = boot.cache
-    verifier = _verifier(boot, cache)
+    verifier = _verifier(boot, cache, facts)
+    if config.cik is Cik.BOOT:
+        try:
+            verifier.load_key(boot.ctx)
+        except OvlError as exc:
+            console.line("key", f"this machine is refused: {exc.line}")
+            report.errors.append(f"key: {exc.line}")
+            return _rescue(boot, f"refused: {exc.line}")
     builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx, verifier)
     boot.stop_before(Phase.FETCH)
     configured = [open_channel(s, gist_base=config.gist_base) for s in config.sources]
@@ -284,7 +298,24 @@ def _facts(boot: _Boot) -> Facts:
     return facts
 
 
-def _verifier(boot: _Boot, cache: Cache | None) -> Verifier:
+def _rescue(boot: _Boot, reason: str) -> Handover:
+    """Every disk read-only in the kernel and listed; the shim's shell instead of a root."""
+    from ovl.agent.rescue import describe, list_disks, probe_volumes, protect
+
+    boot.ctx.mounts.release()
+    paths = boot.paths
+    disks, problems = protect(list_disks(paths.sysfs), paths.dev)
+    boot.console.line("rescue", f"{reason}; no root is assembled, every disk is read-only")
+    volumes = probe_volumes(disks, paths.dev)
+    for disk in disks:
+        boot.console.line("rescue", describe(disk, volumes))
+    for problem in problems:
+        _recoverable(boot, "rescue", problem)
+    boot.report.rescue = {"reason": reason, "disks": [disk.to_json() for disk in disks]}
+    return Handover(rescue=reason)
+
+
+def _verifier(boot: _Boot, cache: Cache | None, facts: Facts) -> Verifier:
     replay = None
     if cache is not None:
         replay = boot.paths.run_dir / "replay.json"
@@ -293,7 +324,7 @@ def _verifier(boot: _Boot, cache: Cache | None) -> Verifier:
             boot.failed_before = cache.load_state(replay, boot.ctx)
         except OvlError as exc:
             _recoverable(boot, "cache", f"{cache.location}: {exc.line}")
-    return Verifier(boot.config.require, boot.paths.keys_dir, boot.config.key, replay)
+    return Verifier(boot.config.require, boot.paths.keys_dir, boot.config.key, replay, facts)
 
 
 def _fetch_and_open(

@@ -40,6 +40,13 @@ class Phase(enum.Enum):
     HANDOVER = "handover"
 
 
+class Cik(enum.Enum):
+    """`ovl.cik=`: what a boot from a CIK stick does (docs/CIK.md)."""
+
+    BOOT = "boot"  # this machine's key must be in the ovl.key= directory, else: refused, rescue
+    RESCUE = "rescue"  # nothing fetched or applied: every disk read-only, listed, and a shell
+
+
 PRE_AGENT = "pre-agent"  # ovl.break= value the /init shim stops at, before the agent runs
 
 
@@ -91,7 +98,7 @@ class BootConfig:
     zfs: str | None = None
     require: Policy = field(default_factory=Policy)
     require_bundle: bool = False  # ovl.require=...,bundle: no booting without a bundle
-    key: Path | PartPath | None = None
+    key: Path | PartPath | None = None  # a file, or a directory of keys named by MAC or UUID
     timeout: float = 30.0  # math.inf for ovl.timeout=0: wait forever
     proxy: str | None = None
     cache: PartPath | None = None
@@ -102,6 +109,7 @@ class BootConfig:
     network: NetConfig | None = None  # ip=, BOOTIF=, nameserver=; None: not the agent's job
     emergency: Emergency = field(default_factory=Emergency)
     log: LogTarget | None = None
+    cik: Cik | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -231,6 +239,7 @@ _SETTINGS: dict[str, Callable[[str | None], dict[str, Any]]] = {
     "ovl.gist_base": lambda v: {"gist_base": (v or "").rstrip("/")},
     "ovl.emergency": lambda v: {"emergency": Emergency.parse(v or "")},
     "ovl.log": lambda v: {"log": _log(v or "")},
+    "ovl.cik": lambda v: {"cik": _enum(Cik, v or "")},
     "init": lambda v: {"init": _init(v or "")},
 }
 
@@ -296,6 +305,8 @@ def _check_consistent(config: BootConfig) -> None:
         raise BadInput("ovl.mode=btrfs needs ovl.btrfs=part:<device>:/<subvolume>")
     if config.mode is Mode.ZFS and config.zfs is None:
         raise BadInput("ovl.mode=zfs needs ovl.zfs=pool/dataset@snapshot")
+    if config.cik is Cik.BOOT and config.key is None:
+        raise BadInput("ovl.cik=boot needs ovl.key=<directory of node keys>/")
 
 
 def emergency_setting(text: str) -> Emergency:

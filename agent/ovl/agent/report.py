@@ -5,7 +5,7 @@ Shape: {"version": 1, "facts": {...}, "channels": [{"channel", "outcome", "reaso
 "errors": [...], "recoverable_errors": [...], "network": {...} | null (ip=: what was asked,
 "up", "seconds", "dhcp": {lease}, "static": [NICs], "lacking"), "previous_failures":
 {"count", "reasons": [{"reason", "time", "action"}]} | null (boots that ended in an emergency
-before this one, from ovl.cache=)}
+before this one, from ovl.cache=), "rescue": {"reason", "disks": [...]} | null}
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Report:
     recoverable_errors: list[str] = field(default_factory=list)
     network: dict[str, Any] | None = None
     previous_failures: dict[str, Any] | None = None
+    rescue: dict[str, Any] | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

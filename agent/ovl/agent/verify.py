@@ -2,7 +2,8 @@
 
 The trust roots live in the initramfs (`/etc/ovl/keys/*.pub`), the node key wherever
 `ovl.key=` says (age or SSH identities, else a passphrase file for passphrase-sealed and legacy
-bundles), the replay state (bundles' and downloaded root images' serials) beside the
+bundles; a directory holds many machines' keys, this one's named by its MAC or product UUID:
+ovl.trust.keynames), the replay state (bundles' and downloaded root images' serials) beside the
 last-known-good cache when there is one.
 """
 
@@ -16,6 +17,7 @@ from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
 from ovl.agent.fetched import Fetched
 from ovl.agent.mounts import mount_partition
+from ovl.core.facts import Facts
 from ovl.trust.policy import Policy
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ class Verifier:
     keys_dir: Path
     key: Path | PartPath | None
     replay: Path | None
+    facts: Facts = field(default_factory=Facts)  # names this machine's key in a key directory
     images_recorded: bool = False  # a new highest image serial went into `replay` (to keep)
     _trust: TrustStore | None = field(default=None, repr=False)
     _identities: list[Identity] | None = field(default=None, repr=False)
@@ -41,11 +44,10 @@ class Verifier:
         # Imported here: the crypto libraries cost start-up time a bare boot never needs.
         from ovl.trust.open import open_sealed
 
-        if self._identities is None:
-            self._identities = self._load_identities(ctx)
+        identities = self.load_key(ctx)
         trust = self._trust_store()
         return open_sealed(
-            fetched.bundle, fetched.signature, self.policy, trust, self._identities, self._state()
+            fetched.bundle, fetched.signature, self.policy, trust, identities, self._state()
         )
 
     def check_image(self, image: Path, signature: Path | None, url: Url) -> Signed:
@@ -76,17 +78,29 @@ class Verifier:
             )
         return self._trust
 
-    def _load_identities(self, ctx: BootContext) -> list[Identity]:
-        from ovl.trust.age import load_machine_key
+    def load_key(self, ctx: BootContext) -> list[Identity]:
+        """The node key's identities, read once; OvlError naming why there is none."""
+        if self._identities is None:
+            self._identities = self._load_identities(ctx)
+        return self._identities
 
+    def _load_identities(self, ctx: BootContext) -> list[Identity]:
         if self.key is None:
             return []
         if isinstance(self.key, Path):
-            return load_machine_key(self.key)
+            return self._load_from(self.key, str(self.key))
         device = find_device(self.key.device, timeout=ctx.timeout)
         point = ctx.work_dir / "key"
         mount_partition(ctx.mounts, device, point)
         try:
-            return load_machine_key(point / self.key.relative())
+            return self._load_from(point / self.key.relative(), str(self.key))
         finally:
             ctx.mounts.unmount(point)
+
+    def _load_from(self, location: Path, where: str) -> list[Identity]:
+        from ovl.trust.age import load_machine_key
+        from ovl.trust.keynames import find_key
+
+        if where.endswith("/") or location.is_dir():
+            location = find_key(location, self.facts, where)
+        return load_machine_key(location)

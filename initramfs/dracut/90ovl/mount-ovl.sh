@@ -8,7 +8,7 @@ ismounted "$NEWROOT" && return 0
 ovl_run_agent() {
     /ovl/agent/ovl-agent boot --external-network --sysroot "$NEWROOT" "$@"
     ovl_status=$?
-    ROOT= INIT= BREAK= EMERGENCY= EMERGENCY_ACTION= EMERGENCY_DELAY=
+    ROOT= INIT= BREAK= EMERGENCY= EMERGENCY_ACTION= EMERGENCY_DELAY= RESCUE=
     # Values are shell-quoted by the agent; sourcing the file is the parser.
     if [ -f /run/ovl/handover ]; then . /run/ovl/handover; fi
 }
@@ -26,7 +26,9 @@ if [ -n "$BREAK" ]; then
     ovl_run_agent --no-break
 fi
 if [ -z "$ROOT" ]; then
-    warn "ovl: emergency: ${EMERGENCY:-agent exited with status $ovl_status and no hand-over}"
+    reason=${EMERGENCY:-agent exited with status $ovl_status and no hand-over}
+    [ -n "$RESCUE" ] && reason="rescue: $RESCUE (disks are read-only)"
+    warn "ovl: emergency: $reason"
     # ovl.emergency=reboot[:SECONDS]|poweroff: an unattended machine does not wait in a shell.
     case $EMERGENCY_ACTION in
         reboot)

@@ -6,14 +6,16 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import asdict
+import tempfile
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from ovl.core.cli import input_dir, input_file, output_file
 from ovl.core.errors import BadInput
+from ovl.tools.initramfs import uki
 from ovl.tools.initramfs.build import BuildRequest, BuildResult, build_initramfs, source_date_epoch
-from ovl.tools.initramfs.conf import default_config, load_config
+from ovl.tools.initramfs.conf import UkiConfig, default_config, load_config
 from ovl.tools.initramfs.freeze import EXECUTABLE, frozen_agent
 
 
@@ -42,6 +44,7 @@ def register(subparsers: Any) -> None:
     build.add_argument("-o", "--output", type=output_file, required=True, help="image to write")
     build.add_argument("--report", action="store_true", help="print the size of each part")
     build.add_argument("--json", action="store_true", help="print the result as JSON")
+    _uki_options(build)
     build.set_defaults(func=run_build)
     freeze = actions.add_parser(
         "freeze",
@@ -49,6 +52,49 @@ def register(subparsers: Any) -> None:
     )
     freeze.add_argument("-o", "--output", type=Path, required=True, help="e.g. /usr/lib/ovl/agent")
     freeze.set_defaults(func=run_freeze)
+
+
+def _uki_options(build: argparse.ArgumentParser) -> None:
+    group = build.add_argument_group(
+        "Unified Kernel Image", "each flag overrides its UKI_* key of the config (docs/UKI.md)"
+    )
+    group.add_argument(
+        "--uki", action="store_true", help="write a UKI (-o ovl.efi) instead of an initramfs"
+    )
+    group.add_argument("--kernel", type=Path, help="bzImage (default /boot/vmlinuz-VERSION)")
+    group.add_argument("--cmdline", help="the UKI's built-in kernel command line")
+    group.add_argument("--stub", type=Path, help=f"systemd EFI stub (default {uki.DEFAULT_STUB})")
+    group.add_argument("--splash", type=Path, help="BMP image shown while booting")
+    group.add_argument("--os-release", type=Path, help="os-release file for .osrel")
+    group.add_argument("--sign-key", type=Path, help="PEM key: sign for Secure Boot (sbsign)")
+    group.add_argument("--sign-cert", type=Path, help="the key's PEM certificate")
+
+
+def uki_spec(settings: UkiConfig, args: argparse.Namespace, initrd: Path) -> uki.UkiSpec:
+    """The UKI the config's UKI_* keys describe, each overridden by its flag when given."""
+    kernel = args.kernel or settings.kernel or Path("/boot") / f"vmlinuz-{args.kernel_version}"
+    key = args.sign_key or settings.sign_key
+    cert = args.sign_cert or settings.sign_cert
+    if (key is None) != (cert is None):
+        raise BadInput("signing needs both a key and a certificate (--sign-key, --sign-cert)")
+    os_release_file = args.os_release or settings.os_release
+    try:
+        os_release = (
+            os_release_file.read_text()
+            if os_release_file
+            else uki.default_os_release(args.kernel_version)
+        )
+    except OSError as exc:
+        raise BadInput(f"os-release {os_release_file}: {exc.strerror}") from exc
+    return uki.UkiSpec(
+        stub=args.stub or settings.stub,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=args.cmdline if args.cmdline is not None else settings.cmdline,
+        os_release=os_release,
+        splash=args.splash or settings.splash,
+        sign=uki.SecureBootKey(key, cert) if key and cert else None,
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -61,9 +107,10 @@ def run_build(args: argparse.Namespace) -> int:
         mtime=source_date_epoch(),
         measure_parts=args.report or args.json,
     )
+    if args.uki or config.uki.enabled:
+        return _build_uki(args, request)
     result = build_initramfs(request)
-    for warning in result.warnings:
-        print(f"ovl: warning: {warning}", file=sys.stderr)
+    _warn(result)
     if args.json:
         print(json.dumps(_as_json(result), indent=2))
         return 0
@@ -71,13 +118,63 @@ def run_build(args: argparse.Namespace) -> int:
         f"{result.output}: {_mb(result.compressed)} {config.compress.value}, "
         f"{_mb(result.uncompressed)} cpio, sha256 {result.sha256}"
     )
-    if args.report:
-        print(f"{'part':<10}{'files':>7}{'cpio':>12}{config.compress.value:>12}")
-        for part in result.parts:
-            packed = _mb(part.compressed) if part.compressed is not None else "-"
-            print(f"{part.name:<10}{part.files:>7}{_mb(part.uncompressed):>12}{packed:>12}")
-        print(f"{'total':<10}{'':>7}{_mb(result.uncompressed):>12}{_mb(result.compressed):>12}")
+    _print_report(args, result, config.compress.value)
     return 0
+
+
+def _build_uki(args: argparse.Namespace, request: BuildRequest) -> int:
+    """The initramfs goes into a scratch file beside the output, then into the UKI."""
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ovl-uki-", dir=args.output.parent) as scratch:
+        initrd = Path(scratch) / "initrd.img"
+        spec = uki_spec(request.config.uki, args, initrd)
+        uki.check_spec(spec)  # before the initramfs is built: bad input fails fast
+        result = build_initramfs(replace(request, output=initrd))
+        made = uki.build_uki(spec, args.output)
+    _warn(result)
+    if args.json:
+        data = _as_json(result)
+        data["output"] = str(made.output)
+        data["initramfs_sha256"] = data.pop("sha256")
+        data["uki"] = _uki_json(made, spec)
+        print(json.dumps(data, indent=2))
+        return 0
+    signed = f", signed, unsigned sha256 {made.unsigned_sha256}" if made.signed else ""
+    print(
+        f"{made.output}: UKI {_mb(made.size)} (kernel {spec.kernel}, initramfs "
+        f"{_mb(result.compressed)} {request.config.compress.value}), sha256 {made.sha256}{signed}"
+    )
+    _print_report(args, result, request.config.compress.value)
+    return 0
+
+
+def _uki_json(made: uki.UkiResult, spec: uki.UkiSpec) -> dict[str, Any]:
+    return {
+        "sha256": made.sha256,
+        "unsigned_sha256": made.unsigned_sha256,
+        "size": made.size,
+        "signed": made.signed,
+        "stub": str(spec.stub),
+        "kernel": str(spec.kernel),
+        "cmdline": uki.check_cmdline(spec.cmdline),
+        "sections": [asdict(section) for section in made.sections],
+    }
+
+
+def _warn(result: BuildResult) -> None:
+    for warning in result.warnings:
+        print(f"ovl: warning: {warning}", file=sys.stderr)
+
+
+def _print_report(args: argparse.Namespace, result: BuildResult, compress: str) -> None:
+    """--report: the size of each part of the initramfs."""
+    if not args.report:
+        return
+    print(f"{'part':<10}{'files':>7}{'cpio':>12}{compress:>12}")
+    for part in result.parts:
+        packed = _mb(part.compressed) if part.compressed is not None else "-"
+        print(f"{part.name:<10}{part.files:>7}{_mb(part.uncompressed):>12}{packed:>12}")
+    print(f"{'total':<10}{'':>7}{_mb(result.uncompressed):>12}{_mb(result.compressed):>12}")
 
 
 def run_freeze(args: argparse.Namespace) -> int:

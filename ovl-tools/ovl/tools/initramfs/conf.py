@@ -41,6 +41,22 @@ class ExtraBinary:
 
 
 @dataclass(frozen=True)
+class UkiConfig:
+    """The UKI_* keys: what `build` needs to write a Unified Kernel Image (docs/UKI.md).
+
+    `kernel` None means /boot/vmlinuz-<kernel version>; `os_release` None a generated one."""
+
+    enabled: bool
+    kernel: Path | None
+    cmdline: str
+    stub: Path
+    splash: Path | None
+    os_release: Path | None
+    sign_key: Path | None
+    sign_cert: Path | None
+
+
+@dataclass(frozen=True)
 class InitramfsConfig:
     modules: tuple[str, ...]
     busybox: Path
@@ -53,6 +69,7 @@ class InitramfsConfig:
     cmdline: str
     agent: Path | None
     keep_agent: bool
+    uki: UkiConfig
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MODULES",
-        "overlay squashfs erofs loop btrfs vfat nls_cp437 nls_iso8859_1 isofs "
+        "overlay squashfs erofs loop btrfs vfat nls_cp437 nls_iso8859_1 nls_ascii isofs "
         "virtio_pci virtio_blk virtio_scsi sd_mod virtio_net virtio_console "
         "e1000 e1000e af_packet",
         "kernel modules loaded by /init, with their dependencies; built-in or absent ones are "
@@ -97,6 +114,23 @@ SETTINGS: tuple[Setting, ...] = (
         "yes: /init copies the frozen agent to /run/ovl/agent/ so the booted system can run "
         "`ovl-agent delta` without Python; no: leave it in the initramfs",
     ),
+    Setting(
+        "UKI",
+        "no",
+        "yes: write a Unified Kernel Image (EFI stub + kernel + initramfs + command line) "
+        "instead of a bare initramfs, as --uki does",
+    ),
+    Setting("UKI_KERNEL", "", "the kernel (bzImage) for the UKI; empty: /boot/vmlinuz-VERSION"),
+    Setting("UKI_CMDLINE", "", "the UKI's built-in kernel command line (its .cmdline section)"),
+    Setting(
+        "UKI_STUB",
+        "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "the systemd EFI stub (Debian: systemd-boot-efi)",
+    ),
+    Setting("UKI_SPLASH", "", "a BMP image the stub shows while booting; empty for none"),
+    Setting("UKI_OS_RELEASE", "", "os-release file for the .osrel section; empty: ovl's own"),
+    Setting("UKI_SIGN_KEY", "", "PEM private key to sign the UKI for Secure Boot (sbsign)"),
+    Setting("UKI_SIGN_CERT", "", "its X.509 certificate (PEM); set both or neither"),
 )
 
 _T = TypeVar("_T")
@@ -222,6 +256,16 @@ def _build(values: dict[str, tuple[str, int]], base: Path, where: str) -> Initra
         cmdline=get("CMDLINE", str),
         agent=get("AGENT", optional_path),
         keep_agent=get("KEEP_AGENT", yes_no),
+        uki=UkiConfig(
+            enabled=get("UKI", yes_no),
+            kernel=get("UKI_KERNEL", optional_path),
+            cmdline=get("UKI_CMDLINE", str),
+            stub=get("UKI_STUB", path),
+            splash=get("UKI_SPLASH", optional_path),
+            os_release=get("UKI_OS_RELEASE", optional_path),
+            sign_key=get("UKI_SIGN_KEY", optional_path),
+            sign_cert=get("UKI_SIGN_CERT", optional_path),
+        ),
     )
 
 

@@ -3,6 +3,7 @@
     GET  /profiles/<profile>/current/bundle.ovl   (and .minisig, versions/<N>/...)
     PUT  /deltas/<machine-id>/<sha256>.tar.zst    header X-Ovl-Signature: base64(minisig)
     GET  /                                        the read-only status page (status.py)
+    GET  /boot.ipxe?mac=...&uuid=...              the machine's iPXE script (ovl.tools.netboot)
 
 A PUT is accepted only from a registered machine, with a signature by that machine's node key
 whose trusted comment names the machine and the hash; the body must hash to the name.
@@ -68,6 +69,10 @@ class ServerApp:
             if method not in ("GET", "HEAD"):
                 return Reply("405 Method Not Allowed", "bundles are read-only").send(start_response)
             return self.serve_file(environ, start_response, path)
+        if path == "/boot.ipxe":
+            from ovl.tools.netboot.app import serve_script
+
+            return serve_script(self.store.root, environ, start_response)
         if path.startswith("/deltas/"):
             if method != "PUT":
                 return Reply("405 Method Not Allowed", "deltas are PUT only").send(start_response)

@@ -1,0 +1,2 @@
+"""Netboot: iPXE scripts per machine, chosen by favors, served beside the bundles
+(docs/NETBOOT.md)."""
