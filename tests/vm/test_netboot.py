@@ -151,5 +151,5 @@ def test_dnsmasq_conf_adds_netboot_to_a_network_with_its_own_dhcp_server(
         assert seen.report is not None
         assert seen.report["bundle"]["source"] == f"{server}/profiles/{profile}/current/bundle.ovl"
     assert alpha.files["/etc/hostname"] == "alpha" and beta.files["/etc/hostname"] == "beta"
-    assert f"ovl-init: network up on eth0 ({lan.prefix}.1" in alpha.console  # udhcpd's lease
+    assert f"ovl: net: eth0: lease {lan.prefix}." in alpha.console  # udhcpd's lease
     assert "sending ACK" in udhcpd_log

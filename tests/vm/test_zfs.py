@@ -121,7 +121,9 @@ def test_zfs_mode_without_its_pool_stops_in_the_emergency_shell_naming_the_pool(
         machine(blank),
     )
     assert not seen.booted
-    [emergency] = [line for line in seen.agent_lines() if line.startswith("ovl: emergency: ")]
+    # The reason, then what ovl.emergency= does about it (the default: a shell).
+    emergency, action = [x for x in seen.agent_lines() if x.startswith("ovl: emergency: ")]
+    assert action.startswith("ovl: emergency: emergency shell (ovl.emergency)")
     assert emergency.startswith("ovl: emergency: zfs pool nopool: not imported: zpool import")
     assert emergency.endswith("cannot import 'nopool': no such pool available")
     assert "ovl-init: emergency: zfs pool nopool: not imported" in seen.console
