@@ -16,7 +16,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,9 +25,10 @@ from tests.vmkit.httpserve import StaticServer  # noqa: E402
 from tests.vmkit.initrd import build_initrd  # noqa: E402
 from tests.vmkit.kernel import Kernel, fetch_kernel  # noqa: E402
 from tests.vmkit.ovlcommand import OVL  # noqa: E402
-from tests.vmkit.qemu import Boot, Machine, VirtualMachine  # noqa: E402
+from tests.vmkit.qemu import Boot, Machine  # noqa: E402
 from tests.vmkit.rootimage import build_test_root  # noqa: E402
 from tests.vmkit.sealing import make_signer, seal_tree  # noqa: E402
+from tests.vmkit.timing import stage_times  # noqa: E402
 
 MAC = "52:54:00:be:00:01"
 CMDLINE = "quiet ip=dhcp ovl=http://10.0.2.100/fleet.ovl ovl.root=/dev/vda"
@@ -47,17 +47,9 @@ BOOT_TIMEOUT = 180.0
 
 def boot_once(kernel: Kernel, initrd: Path, root: Path, port: int, work: Path) -> dict[str, float]:
     """Seconds after QEMU started at which each stage's line appeared."""
-    seen: dict[str, float] = {}
     boot = Boot(kernel.vmlinuz, initrd, CMDLINE, port)
-    with VirtualMachine(boot, Machine(mac=MAC, disks=(root,)), work, BOOT_TIMEOUT) as vm:
-        for line in vm.lines(BOOT_TIMEOUT):
-            now = time.monotonic() - vm.started
-            for stage, pattern in STAGES:
-                if stage not in seen and pattern.search(line):
-                    seen[stage] = now
-    if "root's init runs" not in seen:
-        raise SystemExit(f"the boot did not reach its root: see {work / 'console.log'}")
-    return seen
+    machine = Machine(mac=MAC, disks=(root,))
+    return stage_times(boot, machine, work, STAGES, last="root's init runs", timeout=BOOT_TIMEOUT)
 
 
 def column(samples: list[dict[str, float]], stage: str) -> str:
