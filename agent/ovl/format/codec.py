@@ -218,10 +218,13 @@ class DecodedStream(ReadStream):
             raise BadInput(f"bundle: corrupt {what} stream ({exc})") from None
         self.decoded_bytes += len(data)
         if self._max_bytes is not None and self.decoded_bytes > self._max_bytes:
-            raise BadInput(
-                f"bundle: more than {self._max_bytes} bytes once decompressed (limit reached)"
-            )
+            raise decoded_size_refused(self._max_bytes)
         return data
+
+
+def decoded_size_refused(max_bytes: int) -> BadInput:
+    """The refusal of a tar stream over `max_bytes` (the decoder's, and a writer's check)."""
+    return BadInput(f"bundle: more than {max_bytes} bytes once decompressed (limit reached)")
 
 
 def open_decoded(raw: BinaryIO, *, max_bytes: int | None = None) -> DecodedStream:

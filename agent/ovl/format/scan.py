@@ -52,6 +52,50 @@ class BundleInfo:
         return self.encoding.armoured
 
 
+class BundleContents:
+    """Validated entries, in stream order (`add`), turned into what a bundle holds (`info`):
+    for scan_bundle, which reads them, and `ovl pack`, which writes them."""
+
+    def __init__(self) -> None:
+        self._base = LayerInfo("base", None)
+        self._layers: dict[str, LayerInfo] = {"base": self._base}
+
+    def add(self, entry: Entry, sha256: str = "") -> None:
+        """One entry, with its content's digest when known."""
+        name = entry.layer_dirname
+        info = self._layers.get(name)
+        if info is None:
+            info = self._layers[name] = LayerInfo(name, entry.layer)
+        if not entry.path and entry.kind is Kind.DIR:
+            return  # the layer's own folder
+        member = entry.member
+        kind = entry.kind
+        info.entries.append(
+            EntryInfo(
+                show(entry.path),
+                kind,
+                member.size if kind is Kind.FILE else 0,
+                show(entry.link) if kind is Kind.HARDLINK else member.linkname,
+                mode=member.mode,
+                uid=member.uid,
+                gid=member.gid,
+                sha256=sha256,
+            )
+        )
+
+    def info(
+        self, encoding: Encoding, manifest: Manifest | None, decoded_bytes: int, frames: int | None
+    ) -> BundleInfo:
+        """The bundle of the entries added, with what the stream says of itself."""
+        named = sorted(
+            ((info.layer, info) for info in self._layers.values() if info.layer is not None),
+            key=lambda item: apply_order(item[0]),
+        )
+        return BundleInfo(
+            encoding, manifest, [self._base, *(info for _, info in named)], decoded_bytes, frames
+        )
+
+
 def scan_bundle(
     source: BinaryIO, limits: Limits = DEFAULT_LIMITS, *, digests: bool = False
 ) -> BundleInfo:
@@ -83,46 +127,20 @@ def _scan(source: BinaryIO, limits: Limits, scratch: int | None) -> BundleInfo:
         source.seek(0)
     check = None if frames is None else IndexCheck(frames)
     reader = BundleReader(source, limits)
-    base = LayerInfo("base", None)
-    layers: dict[str, LayerInfo] = {"base": base}
+    contents = BundleContents()
     for entry in reader.entries():
-        name = entry.layer_dirname
         if check is not None:
             member = entry.member
             span = member.size if member.isreg() else 0
             folder = None if entry.layer is None else entry.layer.dirname
             check.entry(member.name, member.offset, member.offset_data + span, folder)
-        info = layers.get(name)
-        if info is None:
-            info = layers[name] = LayerInfo(name, entry.layer)
-        if not entry.path and entry.kind is Kind.DIR:
-            continue  # the layer's own folder
-        member = entry.member
-        link = show(entry.link) if entry.kind is Kind.HARDLINK else member.linkname
-        size = member.size if entry.kind is Kind.FILE else 0
         digest = ""
         if scratch is not None and entry.kind is Kind.FILE:
             digest = _sha256(reader, entry, scratch)
-        info.entries.append(
-            EntryInfo(
-                show(entry.path),
-                entry.kind,
-                size,
-                link,
-                mode=member.mode,
-                uid=member.uid,
-                gid=member.gid,
-                sha256=digest,
-            )
-        )
-    named = sorted(
-        ((info.layer, info) for info in layers.values() if info.layer is not None),
-        key=lambda item: apply_order(item[0]),
-    )
-    return BundleInfo(
+        contents.add(entry, digest)
+    return contents.info(
         reader.encoding,
         reader.manifest,
-        [base, *(info for _, info in named)],
         reader.decoded_bytes,
         None if frames is None else len(frames),
     )
