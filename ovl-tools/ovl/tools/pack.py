@@ -38,7 +38,6 @@ _XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 # overlayfs keeps its own bookkeeping there; the agent refuses bundles that carry it.
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 _NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
-_DEVICE_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE)
 
 
 @dataclass(frozen=True)
@@ -153,9 +152,8 @@ def _member(
     info: tarfile.TarInfo, mtime: int, xattrs: dict[str, bytes], offset: int, header: bytes
 ) -> Member:
     """The member a reader parses from `header`, which is header_block(info) written at
-    `offset`: the values header_block encodes (a directory's name without its slash; `mtime`
-    is info's, a whole number of seconds)."""
-    device = info.type in _DEVICE_TYPES
+    `offset`: the values header_block encodes (a directory's name without its slash; device
+    numbers 0 but for devices, as pack leaves them; `mtime` is info's, whole seconds)."""
     return Member(
         info.name,
         info.type,
@@ -165,8 +163,8 @@ def _member(
         info.gid,
         mtime * 1_000_000_000,
         info.linkname,
-        info.devmajor if device else 0,
-        info.devminor if device else 0,
+        info.devmajor,
+        info.devminor,
         xattrs or _NO_XATTRS,
         offset,
         offset + len(header),
