@@ -104,6 +104,9 @@ def every_feature(root: Path) -> Path:
         (layer / "etc/.wh.issue").write_text("")
         (layer / "etc/.wh..wh..opq").write_text("")
         os.link(layer / "etc/motd", layer / "etc/motd.hard")
+    (root / "var/many").mkdir(parents=True)
+    for number in range(700):  # pack describes and checks entries in batches: several here
+        (root / f"var/many/{number:04}").write_bytes(bytes(number))
     (root / "ovl.json").write_text('{"name": "lab", "serial": 7}')
     return root
 

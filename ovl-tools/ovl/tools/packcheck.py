@@ -19,6 +19,9 @@ from ovl.format.scan import BundleContents
 from ovl.format.tarread import Member
 from ovl.tools.lint import Finding, Severity, lint_bundle, refusal_findings
 
+# Compared here for every member, MemberCheck.stream_bytes refusing only what is over it.
+_MAX_STREAM_BYTES = DEFAULT_LIMITS.max_total_bytes
+
 
 class BundleRefused(BadInput):
     """The check found errors: machines would refuse the bundle."""
@@ -68,12 +71,16 @@ class PackCheck:
         if self._refusal is None:
             try:
                 entry = self._members.entry(member)
-                self._members.stream_bytes(member.offset_data + member.size)
+                end = member.offset_data + member.size
+                if end > _MAX_STREAM_BYTES:
+                    self._members.stream_bytes(end)
             except BadInput as exc:
                 self._refuse(exc)
             else:
                 if entry is not None:
                     self._contents.add(entry)
+        if self._manifest is None:
+            return None
         data, self._manifest = self._manifest, None
         return data
 
