@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ovl.format.codec import Compression, Encoding, open_decoded
@@ -273,5 +273,7 @@ def test_any_tree_is_checked_as_machines_parse_it(
         build(root, drawn)
         if manifest:
             (root / "ovl.json").write_text('{"serial": 3}')
+        # An empty plain tar no reader can tell for a tar: pack refuses it (test_bundle_check).
+        assume(any(root.iterdir()) or compression is not Compression.NONE)
         fed, parsed = pack_and_parse(root, compression, clamp=clamp)
         assert_same_members(fed, parsed)

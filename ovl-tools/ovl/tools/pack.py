@@ -287,7 +287,7 @@ def write_tree(
             if progress is not None:
                 progress.advance(size)
     tar.finish()
-    check.end(tar.offset)
+    check.end(tar.offset, entries)
     return entries, content
 
 

@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ovl.core.errors import BadInput, OvlError
-from ovl.format.codec import Encoding
+from ovl.format.codec import Compression, Encoding, sniff
 from ovl.format.membercheck import DEFAULT_LIMITS, MemberCheck
 from ovl.format.scan import BundleContents
 from ovl.format.tarread import Member
+from ovl.format.tarwrite import BLOCK
 from ovl.tools.lint import Finding, Severity, lint_bundle, refusal_findings
 
 # Compared here for every member, MemberCheck.stream_bytes refusing only what is over it.
@@ -84,12 +85,15 @@ class PackCheck:
         data, self._manifest = self._manifest, None
         return data
 
-    def end(self, stream_bytes: int) -> None:
-        """The tar stream is complete, `stream_bytes` long."""
+    def end(self, stream_bytes: int, members: int) -> None:
+        """The tar stream is complete: `members` members, `stream_bytes` long."""
         self._written = stream_bytes
         if self._refusal is None:
             try:
                 self._members.stream_bytes(stream_bytes)
+                if not members and self._encoding.compression is Compression.NONE:
+                    # An empty tar is its end-of-archive zeros: no reader can tell it for a tar.
+                    sniff(bytes(min(stream_bytes, BLOCK)))
             except BadInput as exc:
                 self._refuse(exc)
 
