@@ -124,6 +124,29 @@ def test_a_refusal_lint_finds_is_the_line_pack_prints(
     assert finding.removeprefix("error refused: ") in refused
 
 
+@pytest.mark.parametrize("armor", [False, True], ids=["plain", "armoured"])
+def test_an_empty_uncompressed_bundle_is_refused_as_lint_refuses_it(
+    armor: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An empty tar is nothing but zeros: no reader can tell it for a tar. Compressed, it can.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    out = tmp_path / "empty.ovl"
+    encoding = ["--compress", "none", *(["--armor"] if armor else [])]
+    code, stdout, refused = run(capsys, "pack", str(tree), "-o", str(out), *encoding)
+    assert (code, stdout, os.listdir(tmp_path)) == (2, "", ["tree"])
+    assert refused.startswith(f"ovl: error: {tree}: machines would refuse the bundle: bundle: ")
+    assert refused.count("\n") == 1
+    code, _, warned = run(capsys, "pack", str(tree), "-o", str(out), *encoding, "--force")
+    assert code == 0 and "ovl: warning: refused: bundle: unknown encoding" in warned
+    code, stdout, _ = run(capsys, "lint", str(out))
+    assert code == 1
+    assert stdout.splitlines()[0].removeprefix("error refused: bundle: ") in refused
+
+    assert run(capsys, "pack", str(tree), "-o", str(tmp_path / "z.ovl"))[0] == 0  # zstd
+    assert run(capsys, "lint", str(tmp_path / "z.ovl"))[0] == 0
+
+
 def test_lint_json_reports_a_file_machines_cannot_read_as_a_finding(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -142,7 +142,6 @@ def test_clamped_mtimes_never_exceed_source_date_epoch(tmp_path: Path) -> None:
 
 def test_failed_pack_leaves_no_output_and_no_temp_file(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
-    os.mkfifo(src / "fifo")
     os.mknod(src / "sock", 0o600 | 0o140000)
     dest = tmp_path / "out" / "b.ovl"
     with pytest.raises(BadInput, match="socket cannot be packed"):

@@ -74,8 +74,10 @@ def _read_head(raw: Readable) -> bytes:
     return head
 
 
-def _sniff(head: bytes) -> Compression | None:
-    """The compression of `head`, None when it is armour; BadInput when it is neither."""
+def sniff(head: bytes) -> Compression | None:
+    """The compression of a bundle beginning with `head` (or of the tar inside its armour),
+    None when it is armour; BadInput when it is neither. A reader's first look, and a writer's
+    check of what it writes."""
     if not head:
         raise BadInput("bundle: empty input")
     found = _compression_of(head)
@@ -91,11 +93,11 @@ def detect(raw: BinaryIO) -> Encoding:
     """The encoding of a seekable bundle; the read position is restored."""
     start = raw.tell()
     try:
-        compression = _sniff(_read_head(raw))
+        compression = sniff(_read_head(raw))
         if compression is not None:
             return Encoding(compression, armoured=False)
         raw.seek(start)
-        inner = _sniff(_read_head(Base64Reader(raw)))
+        inner = sniff(_read_head(Base64Reader(raw)))
         if inner is None:
             raise BadInput("bundle: armour inside armour")
         return Encoding(inner, armoured=True)
@@ -189,13 +191,13 @@ class DecodedStream(ReadStream):
     def __init__(self, raw: Readable, max_bytes: int | None) -> None:
         super().__init__()
         head = _read_head(raw)
-        compression = _sniff(head)
+        compression = sniff(head)
         source: Readable = _Prefixed(head, raw)
         armoured = compression is None
         if compression is None:
             armour = Base64Reader(source)
             head = _read_head(armour)
-            compression = _sniff(head)
+            compression = sniff(head)
             if compression is None:
                 raise BadInput("bundle: armour inside armour")
             source = _Prefixed(head, armour)
@@ -218,10 +220,13 @@ class DecodedStream(ReadStream):
             raise BadInput(f"bundle: corrupt {what} stream ({exc})") from None
         self.decoded_bytes += len(data)
         if self._max_bytes is not None and self.decoded_bytes > self._max_bytes:
-            raise BadInput(
-                f"bundle: more than {self._max_bytes} bytes once decompressed (limit reached)"
-            )
+            raise decoded_size_refused(self._max_bytes)
         return data
+
+
+def decoded_size_refused(max_bytes: int) -> BadInput:
+    """The refusal of a tar stream over `max_bytes` (the decoder's, and a writer's check)."""
+    return BadInput(f"bundle: more than {max_bytes} bytes once decompressed (limit reached)")
 
 
 def open_decoded(raw: BinaryIO, *, max_bytes: int | None = None) -> DecodedStream:

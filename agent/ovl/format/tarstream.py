@@ -143,6 +143,11 @@ class TarWriter:
         self._used = 0
         self._offset = 0  # bytes of tar written so far
 
+    @property
+    def offset(self) -> int:
+        """Bytes of tar written so far: where the next entry's header starts."""
+        return self._offset
+
     def begin_entry(self, layer: str | None, size: int) -> None:
         """The next entry, of `size` data bytes, belongs to `layer` (its folder name), or to
         the base (None)."""

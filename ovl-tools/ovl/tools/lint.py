@@ -1,8 +1,8 @@
 """Findings about a bundle before it ships: what machines would refuse (the engine's own
 scan_bundle), malformed layer names, near-miss top-level names, typed favors that swallowed a
 MAC or UUID, layers no machine gets, paths that layers fight over, whiteouts that delete
-nothing. `check_bundle` is the one check: `ovl lint` runs it on a file, `ovl pack` on the
-stream it writes. docs/CLI.md lists the codes."""
+nothing. One check: `ovl lint` runs `check_bundle` on a file, `ovl pack` the same rules on
+the members it writes (ovl.tools.packcheck). docs/CLI.md lists the codes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ovl.core.facts import Facts
 from ovl.format.codec import open_decoded
 from ovl.format.favors import FavorKey, parse_layer_name
 from ovl.format.manifest import MANIFEST_NAME
-from ovl.format.reader import LAYERS_DIR, Kind
+from ovl.format.membercheck import LAYERS_DIR, Kind
 from ovl.format.scan import BundleInfo, LayerInfo, scan_bundle
 from ovl.tools.plan import layers_for
 
@@ -278,22 +278,26 @@ def _most_severe_first(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: order.index(f.severity))
 
 
+def refusal_findings(exc: BadInput, layer_dirnames: Callable[[], Iterable[str]]) -> list[Finding]:
+    """What machines refuse, as findings: one per malformed layer folder (`layer_dirnames`
+    lists them all, where the engine stops at the first), else the engine's one line."""
+    malformed = malformed_layer_findings(layer_dirnames())
+    if malformed and "malformed layer name" in exc.line:
+        return malformed
+    return [*malformed, refusal_finding(exc)]
+
+
 def check_bundle(
     source: BinaryIO,
     layer_dirnames: Callable[[], Iterable[str]],
     fleet: dict[str, Facts] | None = None,
 ) -> list[Finding]:
-    """The one check of a bundle, for lint and pack: scan_bundle (what every machine refuses)
-    and, when it passes, every lint rule. A refusal is reported as findings: one per malformed
-    layer folder (`layer_dirnames` lists them all, where the scan stops at the first), else
-    the engine's one line."""
+    """The one check of a bundle file: scan_bundle (what every machine refuses) and, when it
+    passes, every lint rule; a refusal is reported as `refusal_findings`."""
     try:
         info = scan_bundle(source)
     except BadInput as exc:
-        malformed = malformed_layer_findings(layer_dirnames())
-        if malformed and "malformed layer name" in exc.line:
-            return malformed
-        return [*malformed, refusal_finding(exc)]
+        return refusal_findings(exc, layer_dirnames)
     return lint_bundle(info, fleet)
 
 

@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "mtimes, xattrs, symlinks and hardlinks. Files outside layers/ go to every machine; "
             "layers/NN-FAVOR[-FAVOR...]/ only to machines whose facts match. mtimes are clamped "
             "to SOURCE_DATE_EPOCH when it is set. The output appears only once complete, and "
-            "only when `ovl lint`'s check passes (run on the stream as it is written)."
+            "only when `ovl lint`'s check passes (run on every entry as it is written)."
         ),
     )
     parser.add_argument("directory", type=input_dir, metavar="DIR", help="tree to pack")
