@@ -17,7 +17,7 @@ from typing import BinaryIO, cast
 from ovl.core.errors import BadInput
 from ovl.format.codec import DecodedStream, Encoding, open_decoded
 from ovl.format.favors import LayerName, parse_layer_name
-from ovl.format.frameindex import FrameRanges, frames_to_read, read_index
+from ovl.format.frameindex import FrameRanges, frame_ranges, read_index, wanted_frames
 from ovl.format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from ovl.format.paths import Parts, member_parts, show, symlink_climbs_out
 from ovl.format.tarread import (
@@ -132,6 +132,24 @@ class _LayerPaths:
             parent = parent[:-1]
 
 
+def folder_filter(
+    wanted: Callable[[LayerName], bool], may_want: Callable[[str], bool]
+) -> Callable[[str], bool]:
+    """A frame index's layer folder name → whether `wanted` takes that layer; BadInput naming
+    a malformed name."""
+
+    def wanted_name(dirname: str) -> bool:
+        if not may_want(dirname):
+            return False
+        try:
+            layer = parse_layer_name(dirname)
+        except BadInput as exc:
+            raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
+        return wanted(layer)
+
+    return wanted_name
+
+
 class BundleReader:
     """Reads a bundle once, in stream order. Use `entries()`, and read an entry's data with
     `copy_data()` before asking for the next entry.
@@ -177,19 +195,9 @@ class BundleReader:
         source.seek(0)
         if frames is None:
             return source
-
-        def wanted_name(dirname: str) -> bool:
-            if not may_want(dirname):
-                return False
-            try:
-                layer = parse_layer_name(dirname)
-            except BadInput as exc:
-                raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
-            return wanted(layer)
-
-        ranges, read = frames_to_read(frames, wanted_name)
-        self.frames_read = (read, len(frames))
-        return cast(BinaryIO, FrameRanges(source, ranges))
+        numbers = wanted_frames(frames, folder_filter(wanted, may_want))
+        self.frames_read = (len(numbers), len(frames))
+        return cast(BinaryIO, FrameRanges(source, frame_ranges(frames, numbers)))
 
     def entries(self) -> Iterator[Entry]:
         self._tar = TarReader(self._decoded)
