@@ -1,0 +1,223 @@
+"""A 10,000-layer fleet bundle served by `ovl server serve` and by the shipped nginx config on the
+real nginx: each machine (the agent's own fetch, verify and apply) transfers no more than the
+index, the base frames and its own frames, plus 5%, counted on the server's side (a counting
+WSGI middleware; nginx's `$body_bytes_sent`), and gets what the whole bundle gives it."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from ovl.agent.console import Console
+from ovl.agent.context import BootContext
+from ovl.agent.download.frames import FrameChoice, fetch_frames
+from ovl.agent.mounts import MountStack
+from ovl.agent.verify import Verifier
+from ovl.core.facts import Facts
+from ovl.format.apply import apply_bundle, machine_frames
+from ovl.format.frameindex import read_index
+from ovl.tools.pack import PackOptions, pack_directory
+from ovl.tools.seal import seal_bundle
+from ovl.tools.server.app import ServerApp
+from ovl.tools.server.store import Store
+from ovl.trust.policy import Policy
+from tests.format.bundle_build import snapshot
+from tests.tools.server_fixtures import free_port, ovl
+from tests.tools.test_server_static import nginx_main_conf
+from tests.trust.trust_pki import Pki, make_pki
+
+pytestmark = pytest.mark.subprocess
+
+LAYERS = 10_000
+BUNDLE = "/profiles/fleet/current/bundle.ovl"
+MACHINES = [0, 1, 4_999, 9_998, 9_999, None]  # None: a machine with no layer of its own
+SLACK = 1.05
+
+
+def _mac(index: int) -> str:
+    return f"52:54:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}"
+
+
+def _facts(index: int | None) -> Facts:
+    return Facts(macs=(_mac(index) if index is not None else "52:54:00:ff:ff:ff",))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    pki: Pki
+    root: Path  # the server root: profile `fleet`, version 1, the sealed bundle
+    bundle: Path  # as published
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """10,000 one-machine layers (a config file and ~2 kB of key material each, ~25 MB in
+    all) and a base, packed by `ovl pack`, sealed, imported into an ovl server root."""
+    work = tmp_path_factory.mktemp("fleet")
+    rng = random.Random(12)
+    tree = work / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/fleet.conf").write_text("fleet = test\n")
+    (tree / "ovl.json").write_text(json.dumps({"name": "fleet", "serial": 1}))
+    for index in range(LAYERS):
+        folder = tree / "layers" / f"10-mac={_mac(index)}" / "etc"
+        folder.mkdir(parents=True)
+        (folder / "host.conf").write_bytes(f"host = {index}\n".encode() + rng.randbytes(2000))
+    pki = make_pki(work / "pki")
+    plain = work / "plain.ovl"
+    pack_directory(tree, plain, PackOptions())
+    sealed = work / "ship" / "fleet.ovl"
+    seal_bundle(
+        plain, sealed, signer_key=pki.signer_key, certificate=pki.cert, name="fleet", serial=1
+    )
+    root = work / "srv"
+    done = ovl("server", "--root", str(root), "import", "fleet", str(sealed))
+    assert done.returncode == 0, done.stderr
+    bundle = root / "profiles/fleet/versions/000001/bundle.ovl"
+    assert bundle.read_bytes() == sealed.read_bytes()
+    return Fleet(pki, root, bundle)
+
+
+class CountingApp:
+    """WSGI middleware: the response body bytes the app hands the server, all requests."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.requests = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with self._lock:
+            self.requests += 1
+        for chunk in self._app(environ, start_response):
+            with self._lock:
+                self.bytes += len(chunk)
+            yield chunk
+
+    def reset(self) -> None:
+        self.bytes = self.requests = 0
+
+
+@dataclass
+class Served:
+    url: str
+    counted: Callable[[], tuple[int, int]]  # (body bytes, requests) since the last reset
+    reset: Callable[[], None]
+
+
+def _ovl_server(root: Path) -> Iterator[Served]:
+    from waitress.server import create_server
+
+    counting = CountingApp(ServerApp(Store(root)))
+    server = create_server(counting, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        port = server.effective_port  # type: ignore[union-attr]
+        yield Served(
+            f"http://127.0.0.1:{port}",
+            lambda: (counting.bytes, counting.requests),
+            counting.reset,
+        )
+    finally:
+        server.close()
+        thread.join(timeout=10)
+
+
+def _nginx(root: Path, work: Path) -> Iterator[Served]:
+    """The shipped config (`ovl server nginx-conf`) on the real nginx, with an access log of
+    `$body_bytes_sent`; the upstream is never asked for a bundle."""
+    port = free_port()
+    block = ovl("server", "--root", str(root), "nginx-conf", "--listen", f"127.0.0.1:{port}",
+                "--upstream", f"127.0.0.1:{free_port()}")  # fmt: skip
+    assert block.returncode == 0, block.stderr
+    work.mkdir()
+    log = work / "access.log"
+    conf = nginx_main_conf(work, block.stdout).replace(
+        "    access_log off;\n",
+        f"    log_format sent '$request $status $body_bytes_sent';\n    access_log {log} sent;\n",
+    )
+    (work / "nginx.conf").write_text(conf)
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    seen = [0]
+
+    def lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    def counted() -> tuple[int, int]:
+        time.sleep(0.2)  # nginx writes the line once the response is sent
+        new = lines()[seen[0] :]
+        return sum(int(line.rsplit(" ", 1)[1]) for line in new), len(new)
+
+    def reset() -> None:
+        seen[0] = len(lines())
+
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.head(url + BUNDLE, timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        yield Served(url, counted, reset)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["ovl server", "nginx"])
+def served(request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Iterator[Served]:
+    if request.param == "nginx":
+        yield from _nginx(fleet.root, tmp_path / "nginx")
+    else:
+        yield from _ovl_server(fleet.root)
+
+
+def test_each_machine_transfers_only_the_index_base_and_its_own_frames(
+    fleet: Fleet, served: Served, tmp_path: Path
+) -> None:
+    with fleet.bundle.open("rb") as raw:
+        frames = read_index(raw)
+    assert frames is not None
+    size = fleet.bundle.stat().st_size
+    index = size - sum(frame.compressed for frame in frames)
+    for number, machine in enumerate(MACHINES):
+        facts = _facts(machine)
+        verifier = Verifier(Policy(), fleet.pki.keys, None, None, facts)
+        choice = FrameChoice(verifier.signed_index, lambda fr, f=facts: machine_frames(fr, f))
+        work = tmp_path / f"machine-{number}"
+        (work / "fetched").mkdir(parents=True)
+        ctx = BootContext(work, 30.0, Console(stream=io.StringIO()), MountStack())
+        served.reset()
+        fetched = fetch_frames(served.url + BUNDLE, work / "fetched/bundle.ovl", ctx, choice)
+        sent, asked = served.counted()
+        opened = verifier.open(fetched, ctx)
+        with opened.path.open("rb") as source:
+            apply_bundle(source, facts, work / "partial", split=False)
+        with fleet.bundle.open("rb") as source:
+            apply_bundle(source, facts, work / "whole", split=False)
+        got = snapshot(work / "partial", root_mtime=False)
+        assert got == snapshot(work / "whole", root_mtime=False)
+        assert ("etc/host.conf" in got) == (machine is not None)
+        own = sum(frames[n].compressed for n in machine_frames(frames, facts))
+        assert index + own <= sent <= (index + own) * SLACK, (machine, sent, index, own)
+        assert asked <= 2 + len(machine_frames(frames, facts))  # signature, index, frames
+        assert sent < size / 20
