@@ -5,6 +5,7 @@ WSGI middleware; nginx's `$body_bytes_sent`), and gets what the whole bundle giv
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
@@ -12,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,9 @@ class Served:
     reset: Callable[[], None]
 
 
+@contextmanager
 def _ovl_server(root: Path) -> Iterator[Served]:
+    """`ovl server serve`'s app under waitress, in this process, its bytes counted."""
     from waitress.server import create_server
 
     counting = CountingApp(ServerApp(Store(root)))
@@ -136,16 +140,13 @@ def _ovl_server(root: Path) -> Iterator[Served]:
         thread.join(timeout=10)
 
 
-def _nginx(root: Path, work: Path) -> Iterator[Served]:
-    """The shipped config (`ovl server nginx-conf`) on the real nginx, with an access log of
-    `$body_bytes_sent`; the upstream is never asked for a bundle."""
-    port = free_port()
-    block = ovl("server", "--root", str(root), "nginx-conf", "--listen", f"127.0.0.1:{port}",
-                "--upstream", f"127.0.0.1:{free_port()}")  # fmt: skip
-    assert block.returncode == 0, block.stderr
+@contextmanager
+def _nginx(server_block: str, port: int, work: Path, probe: bool = True) -> Iterator[Served]:
+    """The real nginx running `server_block`, with an access log of `$body_bytes_sent`; up
+    once a HEAD of the bundle is answered (`probe`, which a cache forwards), or its port."""
     work.mkdir()
     log = work / "access.log"
-    conf = nginx_main_conf(work, block.stdout).replace(
+    conf = nginx_main_conf(work, server_block).replace(
         "    access_log off;\n",
         f"    log_format sent '$request $status $body_bytes_sent';\n    access_log {log} sent;\n",
     )
@@ -172,52 +173,129 @@ def _nginx(root: Path, work: Path) -> Iterator[Served]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                requests.head(url + BUNDLE, timeout=2)
+                requests.head(url + (BUNDLE if probe else "/"), timeout=2)
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline, "nginx did not start"
                 time.sleep(0.05)
+        while not lines():  # the probe's line, written once its response is sent
+            assert time.monotonic() < deadline, "nginx logged no request"
+            time.sleep(0.05)
+        reset()
         yield Served(url, counted, reset)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
+def _shipped_nginx(root: Path, work: Path) -> contextlib.AbstractContextManager[Served]:
+    """The shipped config (`ovl server nginx-conf`); its upstream is never asked for bundles."""
+    port = free_port()
+    block = ovl("server", "--root", str(root), "nginx-conf", "--listen", f"127.0.0.1:{port}",
+                "--upstream", f"127.0.0.1:{free_port()}")  # fmt: skip
+    assert block.returncode == 0, block.stderr
+    return _nginx(block.stdout, port, work)
+
+
 @pytest.fixture(params=["ovl server", "nginx"])
 def served(request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Iterator[Served]:
     if request.param == "nginx":
-        yield from _nginx(fleet.root, tmp_path / "nginx")
+        with _shipped_nginx(fleet.root, tmp_path / "nginx") as nginx:
+            yield nginx
     else:
-        yield from _ovl_server(fleet.root)
+        with _ovl_server(fleet.root) as server:
+            yield server
+
+
+def _boot(fleet: Fleet, url: str, machine: int | None, work: Path) -> dict[str, tuple[object, ...]]:
+    """The agent's fetch, verify and apply for `machine`: the tree it gets, checked against
+    what the whole bundle gives it."""
+    facts = _facts(machine)
+    verifier = Verifier(Policy(), fleet.pki.keys, None, None, facts)
+    choice = FrameChoice(verifier.signed_index, lambda frames: machine_frames(frames, facts))
+    (work / "fetched").mkdir(parents=True)
+    ctx = BootContext(work, 30.0, Console(stream=io.StringIO()), MountStack())
+    fetched = fetch_frames(url + BUNDLE, work / "fetched/bundle.ovl", ctx, choice)
+    opened = verifier.open(fetched, ctx)
+    with opened.path.open("rb") as source:
+        apply_bundle(source, facts, work / "partial", split=False)
+    with fleet.bundle.open("rb") as source:
+        apply_bundle(source, facts, work / "whole", split=False)
+    got = snapshot(work / "partial", root_mtime=False)
+    assert got == snapshot(work / "whole", root_mtime=False)
+    assert ("etc/host.conf" in got) == (machine is not None)
+    return got
+
+
+def _budget(fleet: Fleet, machine: int | None) -> tuple[int, int]:
+    """(index + this machine's frames, frames) of the published bundle."""
+    with fleet.bundle.open("rb") as raw:
+        frames = read_index(raw)
+    assert frames is not None
+    index = fleet.bundle.stat().st_size - sum(frame.compressed for frame in frames)
+    numbers = machine_frames(frames, _facts(machine))
+    return index + sum(frames[n].compressed for n in numbers), len(numbers)
 
 
 def test_each_machine_transfers_only_the_index_base_and_its_own_frames(
     fleet: Fleet, served: Served, tmp_path: Path
 ) -> None:
-    with fleet.bundle.open("rb") as raw:
-        frames = read_index(raw)
-    assert frames is not None
     size = fleet.bundle.stat().st_size
-    index = size - sum(frame.compressed for frame in frames)
     for number, machine in enumerate(MACHINES):
-        facts = _facts(machine)
-        verifier = Verifier(Policy(), fleet.pki.keys, None, None, facts)
-        choice = FrameChoice(verifier.signed_index, lambda fr, f=facts: machine_frames(fr, f))
-        work = tmp_path / f"machine-{number}"
-        (work / "fetched").mkdir(parents=True)
-        ctx = BootContext(work, 30.0, Console(stream=io.StringIO()), MountStack())
         served.reset()
-        fetched = fetch_frames(served.url + BUNDLE, work / "fetched/bundle.ovl", ctx, choice)
+        _boot(fleet, served.url, machine, tmp_path / f"machine-{number}")
         sent, asked = served.counted()
-        opened = verifier.open(fetched, ctx)
-        with opened.path.open("rb") as source:
-            apply_bundle(source, facts, work / "partial", split=False)
-        with fleet.bundle.open("rb") as source:
-            apply_bundle(source, facts, work / "whole", split=False)
-        got = snapshot(work / "partial", root_mtime=False)
-        assert got == snapshot(work / "whole", root_mtime=False)
-        assert ("etc/host.conf" in got) == (machine is not None)
-        own = sum(frames[n].compressed for n in machine_frames(frames, facts))
-        assert index + own <= sent <= (index + own) * SLACK, (machine, sent, index, own)
-        assert asked <= 2 + len(machine_frames(frames, facts))  # signature, index, frames
+        needed, frames = _budget(fleet, machine)
+        assert needed <= sent <= needed * SLACK, (machine, sent, needed)
+        assert asked <= 2 + frames  # the signature, the index, runs of frames
         assert sent < size / 20
+
+
+CACHE_BLOCK = """
+    proxy_cache_path {cache} levels=1:2 keys_zone=ovl:10m max_size=1g inactive=1h
+                     use_temp_path=off;
+    upstream ovl_origin {{ server {origin}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /profiles/ {{
+            slice 1m;
+            proxy_cache ovl;
+            proxy_cache_key $uri$slice_range;
+            proxy_set_header Range $slice_range;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ignore_headers Cache-Control;
+            proxy_cache_valid 200 206 5s;
+            proxy_cache_revalidate on;
+            proxy_cache_lock on;
+            proxy_pass http://ovl_origin;
+        }}
+    }}
+"""
+
+
+def test_a_caching_proxy_serves_each_machine_its_frames_and_asks_the_origin_once(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """nginx as an HTTP cache (proxy_cache, slice 1m) in front of `ovl server serve`: machines
+    get their frames through it within the same budget, and the origin sends each slice of
+    the bundle at most once however many machines ask (docs/SERVER.md, "Caches and CDNs")."""
+    port = free_port()
+    with _ovl_server(fleet.root) as origin:
+        block = CACHE_BLOCK.format(
+            cache=tmp_path / "cache", origin=origin.url.removeprefix("http://"), port=port
+        )
+        with _nginx(block, port, tmp_path / "nginx", probe=False) as cache:
+            origin.reset()
+            for round_ in range(2):
+                for number, machine in enumerate(MACHINES):
+                    cache.reset()
+                    _boot(fleet, cache.url, machine, tmp_path / f"round-{round_}-{number}")
+                    sent, _ = cache.counted()
+                    needed, _ = _budget(fleet, machine)
+                    assert needed <= sent <= needed * SLACK, (machine, sent, needed)
+                if round_ == 0:
+                    first_round, _ = origin.counted()
+            asked_origin, _ = origin.counted()
+    assert first_round <= fleet.bundle.stat().st_size  # each slice once, at most
+    assert asked_origin - first_round < 10_000  # the second round: revalidations at most
