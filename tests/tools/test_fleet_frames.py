@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import random
+import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,13 @@ import requests
 from ovl.agent.console import Console
 from ovl.agent.context import BootContext
 from ovl.agent.download.frames import FrameChoice, fetch_frames
+from ovl.agent.fetched import Fetched
 from ovl.agent.mounts import MountStack
 from ovl.agent.verify import Verifier
+from ovl.core.errors import OvlError
 from ovl.core.facts import Facts
 from ovl.format.apply import apply_bundle, machine_frames
-from ovl.format.frameindex import read_index
+from ovl.format.frameindex import Frame, encode_index, read_index
 from ovl.tools.pack import PackOptions, pack_directory
 from ovl.tools.seal import seal_bundle
 from ovl.tools.server.app import ServerApp
@@ -207,16 +211,53 @@ def served(request: pytest.FixtureRequest, fleet: Fleet, tmp_path: Path) -> Iter
             yield server
 
 
-def _boot(fleet: Fleet, url: str, machine: int | None, work: Path) -> dict[str, tuple[object, ...]]:
-    """The agent's fetch, verify and apply for `machine`: the tree it gets, checked against
-    what the whole bundle gives it."""
+@dataclass(frozen=True)
+class Agent:
+    """The agent's fetch for `machine` into `work`: its verifier, frame choice and console."""
+
+    fleet: Fleet
+    machine: int | None
+    work: Path
+    index_read: Callable[[], None] = lambda: None  # called once the signed index is read
+
+    @property
+    def facts(self) -> Facts:
+        return _facts(self.machine)
+
+    @property
+    def verifier(self) -> Verifier:
+        return Verifier(Policy(), self.fleet.pki.keys, None, None, self.facts)
+
+    def ctx(self) -> BootContext:
+        return BootContext(self.work, 30.0, Console(stream=io.StringIO()), MountStack())
+
+    def fetch(self, url: str, ctx: BootContext) -> Fetched:
+        def choose(frames: list[Frame]) -> list[int]:
+            self.index_read()
+            return machine_frames(frames, self.facts)
+
+        (self.work / "fetched").mkdir(parents=True, exist_ok=True)
+        choice = FrameChoice(self.verifier.signed_index, choose)
+        return fetch_frames(url + BUNDLE, self.work / "fetched/bundle.ovl", ctx, choice)
+
+    def left_behind(self) -> list[str]:
+        return sorted(path.name for path in (self.work / "fetched").iterdir())
+
+
+def _boot(
+    fleet: Fleet,
+    url: str,
+    machine: int | None,
+    work: Path,
+    index_read: Callable[[], None] = lambda: None,
+) -> Console:
+    """The agent's fetch, verify and apply for `machine`, checked against what the whole
+    bundle gives it; its console."""
     facts = _facts(machine)
-    verifier = Verifier(Policy(), fleet.pki.keys, None, None, facts)
-    choice = FrameChoice(verifier.signed_index, lambda frames: machine_frames(frames, facts))
-    (work / "fetched").mkdir(parents=True)
-    ctx = BootContext(work, 30.0, Console(stream=io.StringIO()), MountStack())
-    fetched = fetch_frames(url + BUNDLE, work / "fetched/bundle.ovl", ctx, choice)
-    opened = verifier.open(fetched, ctx)
+    agent = Agent(fleet, machine, work, index_read)
+    ctx = agent.ctx()
+    fetched = agent.fetch(url, ctx)
+    opened = agent.verifier.open(fetched, ctx)
     with opened.path.open("rb") as source:
         apply_bundle(source, facts, work / "partial", split=False)
     with fleet.bundle.open("rb") as source:
@@ -224,7 +265,7 @@ def _boot(fleet: Fleet, url: str, machine: int | None, work: Path) -> dict[str, 
     got = snapshot(work / "partial", root_mtime=False)
     assert got == snapshot(work / "whole", root_mtime=False)
     assert ("etc/host.conf" in got) == (machine is not None)
-    return got
+    return ctx.console
 
 
 def _budget(fleet: Fleet, machine: int | None) -> tuple[int, int]:
@@ -299,3 +340,100 @@ def test_a_caching_proxy_serves_each_machine_its_frames_and_asks_the_origin_once
             asked_origin, _ = origin.counted()
     assert first_round <= fleet.bundle.stat().st_size  # each slice once, at most
     assert asked_origin - first_round < 10_000  # the second round: revalidations at most
+
+
+def _published(fleet: Fleet, where: Path, body: bytes) -> Path:
+    """A server root publishing `body` as the fleet's current bundle beside the genuine
+    signature."""
+    current = where / "profiles/fleet/current"
+    current.mkdir(parents=True)
+    (current / "bundle.ovl").write_bytes(body)
+    shutil.copy(fleet.bundle.with_name("bundle.ovl.minisig"), current)
+    return where
+
+
+MACHINE = 4_999
+
+
+def _own_frame(fleet: Fleet) -> tuple[list[Frame], int, int]:
+    """The index, MACHINE's own frame (not a base one) and its offset."""
+    with fleet.bundle.open("rb") as raw:
+        frames = read_index(raw)
+    assert frames is not None
+    own = next(n for n in machine_frames(frames, _facts(MACHINE)) if not frames[n].base)
+    return frames, own, sum(frame.compressed for frame in frames[:own])
+
+
+def _tampered_frame(fleet: Fleet) -> tuple[bytes, str]:
+    frames, own, offset = _own_frame(fleet)
+    data = bytearray(fleet.bundle.read_bytes())
+    data[offset + frames[own].compressed // 2] ^= 1
+    return bytes(data), f"frame {own} does not match its sha256 in the signed frame index"
+
+
+def _other_bytes_for_a_range(fleet: Fleet) -> tuple[bytes, str]:
+    """The frame's range holds other genuine bytes of the bundle (a cache keyed wrongly, say):
+    those of the frames just before it."""
+    frames, own, offset = _own_frame(fleet)
+    data = bytearray(fleet.bundle.read_bytes())
+    length = frames[own].compressed
+    data[offset : offset + length] = data[offset - length : offset]
+    return bytes(data), f"frame {own} does not match its sha256 in the signed frame index"
+
+
+def _index_hiding_the_machines_layer(fleet: Fleet) -> tuple[bytes, str]:
+    """An index whose entry for MACHINE's frame names another machine's layer instead."""
+    frames, own, _ = _own_frame(fleet)
+    lying = [*frames[:own], replace(frames[own], layers=(f"10-mac={_mac(LAYERS + 1)}",))]
+    lying += frames[own + 1 :]
+    body = fleet.bundle.read_bytes()[: sum(frame.compressed for frame in frames)]
+    return body + encode_index(lying), "frame index does not match its signature (tampered)"
+
+
+@pytest.mark.parametrize(
+    "hostile", [_tampered_frame, _other_bytes_for_a_range, _index_hiding_the_machines_layer]
+)
+def test_a_hostile_server_is_refused_in_one_line_with_nothing_left(
+    fleet: Fleet, tmp_path: Path, hostile: Callable[[Fleet], tuple[bytes, str]]
+) -> None:
+    """The genuine signature beside bytes the signer did not sign, served by the real nginx
+    (shipped config): the fetch is refused (OvlError, one line: the boot tries its next
+    channel) before any byte is decoded, and leaves nothing behind."""
+    body, reason = hostile(fleet)
+    root = _published(fleet, tmp_path / "srv", body)
+    agent = Agent(fleet, MACHINE, tmp_path / "machine")
+    with _shipped_nginx(root, tmp_path / "nginx") as nginx:
+        ctx = agent.ctx()
+        with pytest.raises(OvlError) as caught:
+            agent.fetch(nginx.url, ctx)
+    assert reason in caught.value.line and "\n" not in caught.value.line
+    assert agent.left_behind() == []
+
+
+def test_a_bundle_replaced_on_nginx_mid_fetch_is_detected_and_fetched_again(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """The file is replaced (same bytes, another inode and mtime: nginx's strong ETag changes)
+    after the agent read its index: the frames' If-Range no longer matches, nginx answers 200,
+    and the agent starts over, getting what the whole bundle gives it."""
+    root = _published(fleet, tmp_path / "srv", fleet.bundle.read_bytes())
+    current = root / "profiles/fleet/current/bundle.ovl"
+    replaced = []
+
+    def republish() -> None:
+        if not replaced:
+            fresh = current.with_name("bundle.ovl.new")
+            shutil.copy(current, fresh)
+            later = current.stat().st_mtime + 10
+            os.utime(fresh, (later, later))
+            os.replace(fresh, current)
+            replaced.append(True)
+
+    with _shipped_nginx(root, tmp_path / "nginx") as nginx:
+        console = _boot(fleet, nginx.url, MACHINE, tmp_path / "machine", republish)
+        _, asked = nginx.counted()
+    said = " ".join(console.lines)
+    assert "the bundle changed on the server (another validator); starting over (1 of 2)" in said
+    assert replaced and asked <= 2 * (
+        2 + len(machine_frames(_own_frame(fleet)[0], _facts(MACHINE)))
+    )
