@@ -298,10 +298,12 @@ def test_older_serial_is_refused_as_a_rollback_and_the_cached_newer_bundle_boots
         replayed = boot_vm(cmdline, server.port, alpha(test_root, cache))
     assert current.files["/etc/hostname"] == "alpha-v2"
     assert replayed.files["/etc/hostname"] == "alpha-v2"
-    refused = "ovl: verify: http://10.0.2.100/fleet.ovl failed: "
+    # refused from its signature alone, before any byte of the bundle is asked for
+    refused = "ovl: fetch: http://10.0.2.100/fleet.ovl failed: "
     reasons = [line for line in replayed.agent_lines() if line.startswith(refused)]
     assert reasons and "serial 1" in reasons[0] and "replay" in reasons[0]
     assert replayed.report is not None and replayed.report["bundle"]["serial"] == 2
+    assert server.requests[-1] == "GET /fleet.ovl.minisig 200"
 
 
 def test_channels_are_tried_in_order_and_a_partition_serves_when_the_server_is_down(
