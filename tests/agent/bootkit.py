@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -121,12 +122,17 @@ class Route:
 @dataclass
 class RequestLog:
     seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (path, headers)
+    body_bytes: int = 0  # response body bytes written, all requests together
 
 
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """`bytes=a-` or `bytes=a-b` as (first, last) of a file of `size` bytes."""
+    """`bytes=a-`, `bytes=a-b` or `bytes=-n` as (first, last) of a file of `size` bytes."""
     first, sep, last = (header or "").removeprefix("bytes=").partition("-")
-    if not header or not header.startswith("bytes=") or not sep or not first.isdigit():
+    if not header or not header.startswith("bytes=") or not sep:
+        return None
+    if not first and last.isdigit():  # the last n bytes
+        return max(0, size - int(last)), size - 1
+    if not first.isdigit():
         return None
     return int(first), min(int(last), size - 1) if last.isdigit() else size - 1
 
@@ -138,6 +144,8 @@ class LoopbackServer:
     def __init__(self, port: int = 0) -> None:
         self.routes: dict[str, Route] = {}
         self.log = RequestLog()
+        # Called with the path after each response's headers: a test changes files here.
+        self.on_response: Callable[[str], None] = lambda path: None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -197,6 +205,7 @@ class LoopbackServer:
                     self.send_header("Connection", "close")
                 self.end_headers()
                 route.after_response()
+                server.on_response(self.path)
                 if cut is not None:
                     payload = payload[:cut]
                 short = cut is not None or length != len(payload)
@@ -205,9 +214,11 @@ class LoopbackServer:
                         stall_at, route.stall_after = route.stall_after, None  # once
                         self.wfile.write(payload[:stall_at])
                         self.wfile.flush()
+                        server.log.body_bytes += len(payload[:stall_at])
                         time.sleep(route.stall)
                         payload = payload[stall_at:]
                     self.wfile.write(payload)
+                    server.log.body_bytes += len(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 if short:

@@ -20,6 +20,7 @@ from ovl.agent.boot import BootPaths, Handover, boot
 from ovl.agent.cmdline import Phase, parse_cmdline
 from ovl.agent.console import Console
 from ovl.tools.cli import main as ovl
+from ovl.tools.pack import PackOptions, pack_directory
 from ovl.tools.seal import load_recipients, seal_bundle
 from tests.agent.bootkit import (
     MAC,
@@ -581,3 +582,100 @@ def test_armoured_bundle_pasted_into_a_gist_boots(machine: Machine, server: Loop
     )
     _assert_fleet_root(booted)
     assert booted.report["bundle"]["source"] == "gist:abc123/fleet.txt"
+
+
+def _packed(machine: Machine, serial: int = 5) -> Path:
+    """A bundle written by `ovl pack` (a frame index) and sealed (the index signed): LAYERS
+    plus six other machines' layers big enough to sit in frames of their own."""
+    tree = machine.tmp / f"packed-{serial}"
+    for name, text in {**BASE, "ovl.json": json.dumps({"name": "fleet", "serial": serial})}.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text(text)
+    for layer, files in LAYERS.items():
+        for name, text in files.items():
+            (tree / "layers" / layer / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / "layers" / layer / name).write_text(text)
+    for index in range(6):
+        other = tree / "layers" / f"40-mac=52:54:00:77:00:{index:02x}"
+        other.mkdir(parents=True)
+        (other / "blob").write_bytes(os.urandom(300_000))
+    plain = machine.tmp / f"packed-{serial}.ovl"
+    pack_directory(tree, plain, PackOptions())
+    out = machine.tmp / "ship" / f"packed-{serial}.ovl"
+    seal_bundle(
+        plain,
+        out,
+        signer_key=machine.pki.signer_key,
+        certificate=machine.pki.cert,
+        name="fleet",
+        serial=serial,
+    )
+    return out
+
+
+def test_only_this_machines_frames_are_fetched_and_kept_for_offline_boots(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    """The cache keeps the partial bundle: the next boot verifies it offline, frame by frame;
+    a machine whose facts changed is refused it (its own layer would be missing)."""
+    state = machine.mounts.loop(
+        make_fs_image(machine.tmp / "state.img", "ext4", "fr" + os.urandom(4).hex(), 32)
+    )
+    cache = f"ovl.cache=part:{state}:/ovl"
+    bundle = _packed(machine)
+    url = _serve(server, bundle)
+    first = machine.boot(f"ovl={url} {cache}")
+    _assert_fleet_root(first)
+    fetched = first.report["bundle"]
+    frames = fetched["frames"]
+    assert frames["bundle_bytes"] == bundle.stat().st_size and frames["fetched"] < frames["of"]
+    assert fetched["bytes"] < bundle.stat().st_size / 4
+    line = next(line for line in first.lines if line.startswith(f"ovl: fetch: {url} ok "))
+    shown = f"of {frames['bundle_bytes'] / 1e6:.1f} MB ({frames['fetched']} of {frames['of']}"
+    assert shown in line and line.endswith(" ms") and " signed " in line
+    assert any(line.startswith("ovl: cache: kept") for line in first.lines)
+
+    server.routes.clear()
+    offline = machine.boot(f"ovl={url} {cache}")
+    _assert_fleet_root(offline)
+    assert offline.report["bundle"]["source"] == f"cache:part:{state}:/ovl/last-good.ovl"
+
+    new_nic = ("52:54:00:77:00:03",)  # a layer in a frame of its own, not fetched
+    stranger = replace(
+        machine, paths=replace(machine.paths, sysfs=fake_sysfs(machine.tmp / "sys2", new_nic))
+    )
+    refused = stranger.boot(f"ovl={url} {cache}")
+    assert refused.read("etc/hostname") == "image" and refused.report["bundle"] is None
+    reason = refused.report["channels"][-1]["reason"]
+    assert "lacks 1 frame(s) this machine reads" in reason and "other facts" in reason
+
+
+def test_a_frame_the_signer_did_not_sign_is_refused_and_nothing_is_applied(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    bundle = _packed(machine)
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 1  # inside another machine's frame: not fetched, no harm
+    data[200] ^= 1  # inside the first frame (the base): every machine's
+    server.serve("/fleet.ovl", bytes(data))
+    server.serve("/fleet.ovl.minisig", bundle.with_name(bundle.name + ".minisig").read_bytes())
+    booted = machine.boot(f"ovl={server.base}/fleet.ovl")
+    _assert_bare_image(booted)
+    attempt = booted.report["channels"][0]
+    assert attempt["outcome"] == "fetch"
+    assert attempt["reason"] == (
+        f"{server.base}/fleet.ovl: frame 0 does not match its sha256 in the signed frame index"
+        " (tampered or replaced); refused"
+    )
+    assert not (machine.paths.run_dir / "fetched" / "bundle.ovl").exists()
+
+
+def test_fetch_full_downloads_an_indexed_bundle_whole(
+    machine: Machine, server: LoopbackServer
+) -> None:
+    bundle = _packed(machine)
+    booted = machine.boot(f"ovl={_serve(server, bundle)} ovl.fetch=full")
+    _assert_fleet_root(booted)
+    assert "frames" not in booted.report["bundle"]
+    assert booted.report["bundle"]["bytes"] == bundle.stat().st_size
+    assert [headers.get("Range") for _, headers in server.log.seen] == [None, None]

@@ -14,6 +14,7 @@ from ovl.agent.channels.gist import GistChannel
 from ovl.agent.cmdline import (
     BootConfig,
     Cik,
+    Fetch,
     Mode,
     Phase,
     Upper,
@@ -239,6 +240,7 @@ def test_unknown_ovl_key_is_a_warning_not_an_error() -> None:
             "ovl.break=later: expected one of facts, fetch, apply, stack, handover",
         ),
         ("ovl.cik=maybe", "ovl.cik=maybe: expected one of boot, rescue"),
+        ("ovl.fetch=some", "ovl.fetch=some: expected one of frames, full"),
         ("ovl.cik=boot", "ovl.cik=boot needs ovl.key=<directory of node keys>/"),
     ],
 )
@@ -247,6 +249,11 @@ def test_malformed_value_is_one_line_naming_the_key(text: str, message: str) -> 
         parse_cmdline(text)
     assert caught.value.line == message
     assert "\n" not in caught.value.line
+
+
+def test_fetch_takes_only_this_machines_frames_unless_told_full() -> None:
+    assert parse_cmdline("quiet").fetch is Fetch.FRAMES
+    assert parse_cmdline("ovl.fetch=full").fetch is Fetch.FULL
 
 
 def test_timeout_zero_is_forever() -> None:

@@ -3,23 +3,33 @@ its own layers' frames and gets exactly what a full read gives, damage fails wit
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import struct
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ovl.core.errors import BadInput, OvlError
 from ovl.core.facts import Facts
 from ovl.format.apply import apply_bundle
-from ovl.format.frameindex import SKIPPABLE_MAGIC, Frame, encode_index, read_index
+from ovl.format.frameindex import (
+    SKIPPABLE_MAGIC,
+    Frame,
+    encode_index,
+    index_digest,
+    parse_index,
+    read_index,
+)
 from ovl.format.reader import Limits
 from ovl.format.scan import scan_bundle
 from ovl.tools.pack import MIN_FRAME, PackOptions, pack_directory
@@ -291,3 +301,70 @@ def test_scan_refuses_an_index_that_would_hide_a_layer(packed: Path, tmp_path: P
     assert "\n" not in str(caught.value)
     with packed.open("rb") as raw:
         assert scan_bundle(raw).frames == len(read_index(packed.open("rb")) or [])
+
+
+def test_the_index_lists_every_frames_sha256_and_its_own_digest_is_its_bytes(
+    packed: Path,
+) -> None:
+    with packed.open("rb") as raw:
+        frames = read_index(raw)
+        digest = index_digest(raw)
+    assert frames is not None and digest is not None
+    data = packed.read_bytes()
+    offset = 0
+    for frame in frames:
+        assert frame.matches(data[offset : offset + frame.compressed])
+        offset += frame.compressed
+    size, sha256 = digest
+    assert size == len(data) - offset and sha256 == hashlib.sha256(data[offset:]).hexdigest()
+    assert parse_index(data[offset:]) == frames
+
+
+def test_an_index_written_without_digests_is_read_as_before(packed: Path, tmp_path: Path) -> None:
+    """Bundles packed before the index listed digests: read, applied and scanned the same."""
+    plain = _rewrite_index(
+        packed, tmp_path / "old.ovl", lambda frames: [replace(f, sha256="") for f in frames]
+    )
+    with plain.open("rb") as raw:
+        frames = read_index(raw)
+        assert frames is not None and not any(frame.sha256 for frame in frames)
+        raw.seek(0)
+        assert scan_bundle(raw).frames == len(frames)
+    result = apply_bundle(plain.open("rb"), Facts(macs=(_mac(4),)), tmp_path / "t", split=False)
+    assert result.frames_read is not None and (tmp_path / "t/etc/hostname").exists()
+
+
+def test_scan_refuses_a_frame_that_does_not_match_its_digest(packed: Path, tmp_path: Path) -> None:
+    """What `ovl lint` and `ovl seal` check before an index is signed: every frame's bytes."""
+
+    def misdigest(frames: list[Frame]) -> list[Frame]:
+        return [*frames[:3], replace(frames[3], sha256="0" * 64), *frames[4:]]
+
+    liar = _rewrite_index(packed, tmp_path / "liar.ovl", misdigest)
+    start = sum(frame.compressed for frame in read_index(packed.open("rb"))[:3])  # type: ignore[index]
+    reason = rf"frame 3 \(bytes {start}-\d+\) does not match its sha256 in the frame index"
+    with pytest.raises(BadInput, match=reason) as caught, liar.open("rb") as raw:
+        scan_bundle(raw)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "digests",
+    [["0" * 64], "not a list", ["0" * 63] * 1000, ["G" * 64] * 1000],
+    ids=["too-few", "not-a-list", "short", "not-hex"],
+)
+def test_a_damaged_digest_list_is_refused(packed: Path, tmp_path: Path, digests: object) -> None:
+    frames = read_index(packed.open("rb"))
+    assert frames is not None
+    if isinstance(digests, list) and len(digests) == 1000:
+        digests = digests[: len(frames)]
+    document = {
+        "format": "ovl-frame-index/1",
+        "frames": [[f.compressed, f.decoded, f.base, list(f.layers)] for f in frames],
+        "sha256": digests,
+    }
+    body = zstandard.ZstdCompressor().compress(json.dumps(document).encode())
+    tail = struct.pack("<I8s", len(body) + 12, b"ovlindex")
+    index = struct.pack("<II", SKIPPABLE_MAGIC, len(body) + 12) + body + tail
+    with pytest.raises(BadInput, match="sha256 is not one digest per frame"):
+        parse_index(index)

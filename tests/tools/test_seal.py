@@ -15,8 +15,10 @@ from ovl.tools.cli import main
 from ovl.tools.pack import PackOptions, pack_directory
 from ovl.trust.age import load_identity_file
 from ovl.trust.certs import TrustStore
+from ovl.trust.minisign import parse_signature
 from ovl.trust.open import open_sealed
 from ovl.trust.policy import parse_policy
+from ovl.trust.signing import load_secret_key, sign_file
 from tests.trust.trust_pki import Pki, make_pki
 
 
@@ -69,6 +71,29 @@ def test_verify_json_reports_signer_serial_and_encryption(
         12,
     )
     assert report["encryption"].startswith("age, to 1 X25519")
+    assert report["frame_index"] is None  # an encrypted bundle is fetched whole
+
+
+def test_verify_names_the_signed_frame_index_of_a_plain_packed_bundle(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ship.ovl"
+    assert _seal(pki, _bundle(tmp_path, ["00", "10-x86_64"]), out) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out), "--keys", str(pki.keys), "--json"]) == 0
+    index = json.loads(capsys.readouterr().out)["frame_index"]
+    assert index["frames"] >= 1 and len(index["sha256"]) == 64 and index["bytes"] > 12
+    assert main(["verify", str(out), "--keys", str(pki.keys)]) == 0
+    line = capsys.readouterr().out
+    assert f"frame index signed ({index['frames']} frames: machines fetch only theirs)" in line
+    # The signer named another index than the file's: whole-file signature good, index not.
+    signature = out.with_name(out.name + ".minisig")
+    original = parse_signature(signature.read_text())
+    comment = original.trusted_comment.replace(index["sha256"], "0" * 64)
+    key = load_secret_key(pki.signer_key)
+    signature.write_text(sign_file(key, out, comment, "x", original.trailer).to_text())
+    assert main(["verify", str(out), "--keys", str(pki.keys)]) == 1
+    assert "its signature names another frame index than the file's" in capsys.readouterr().err
 
 
 def test_open_writes_the_plain_bundle_and_refuses_a_tampered_one(

@@ -127,6 +127,8 @@ def test_rollback_cherry_pick_and_bake_sign_a_signed_profile_or_refuse(
     current = signed_root / "profiles/lab/current/bundle.ovl"
     code, out, _ = run(capsys, "verify", current, "--keys", pki.keys)
     assert code == 0 and "good signature by alice, bundle fleet serial 3" in out
+    # The server writes an indexed bundle: machines fetch only their frames of it.
+    assert "frame index signed" in out
 
 
 def test_history_shows_serial_and_signer_of_every_version(

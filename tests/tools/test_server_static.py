@@ -180,3 +180,42 @@ def test_delta_upload_passes_through_nginx(tmp_path: Path, nginx_url: str, root:
     assert reply.status_code == 201, reply.text
     assert (root / "deltas/node1" / f"{delta.sha256}.json").is_file()
     assert requests.get(target, timeout=10).status_code == 403
+
+
+def test_byte_ranges_are_served_with_if_range_and_416_past_the_end(url: str, root: Path) -> None:
+    """What an agent fetching only its frames asks: a suffix (the index), ranges with If-Range
+    (its frames), and nothing past the end."""
+    data = (root / "profiles/lab/versions/000001/bundle.ovl").read_bytes()
+    size = len(data)
+    etag = requests.head(url + BUNDLE, timeout=10).headers["ETag"]
+    for asked, first, last in (
+        ("10-19", 10, 19),
+        ("-12", size - 12, size - 1),
+        ("5-", 5, size - 1),
+    ):
+        reply = requests.get(url + BUNDLE, headers={"Range": f"bytes={asked}"}, timeout=10)
+        assert reply.status_code == 206, asked
+        assert reply.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+        assert reply.content == data[first : last + 1] and reply.headers["ETag"] == etag
+    same = {"Range": "bytes=3-7", "If-Range": etag}
+    reply = requests.get(url + BUNDLE, headers=same, timeout=10)
+    assert reply.status_code == 206 and reply.content == data[3:8]
+    other = {"Range": "bytes=3-7", "If-Range": '"another-version"'}
+    reply = requests.get(url + BUNDLE, headers=other, timeout=10)
+    assert reply.status_code == 200 and reply.content == data  # the whole current file
+    past = requests.get(url + BUNDLE, headers={"Range": f"bytes={size}-"}, timeout=10)
+    assert past.status_code == 416 and past.headers["Content-Range"] == f"bytes */{size}"
+    assert requests.get(url + BUNDLE, timeout=10).headers["Accept-Ranges"] == "bytes"
+
+
+def test_a_new_version_makes_an_old_if_range_get_the_whole_new_file(
+    url: str, tmp_path: Path
+) -> None:
+    etag = requests.head(url + BUNDLE, timeout=10).headers["ETag"]
+    newer = make_bundle(tmp_path / "v2.ovl", {"etc/motd": b"v2 " * 1000}, serial=2)
+    assert (
+        ovl("server", "--root", str(tmp_path / "srv"), "import", "lab", str(newer)).returncode == 0
+    )
+    reply = requests.get(url + BUNDLE, headers={"Range": "bytes=0-9", "If-Range": etag}, timeout=10)
+    assert reply.status_code == 200 and reply.content == newer.read_bytes()
+    assert reply.headers["ETag"] != etag

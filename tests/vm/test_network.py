@@ -132,7 +132,8 @@ def test_a_connection_dropped_half_way_through_a_big_bundle_is_resumed(
         NginxStatic(bundle.parent, tmp_path / "nginx") as nginx,
         CuttingRelay(nginx.port, path="/fleet.ovl", after=size // 2) as relay,
     ):
-        seen = guests.finish(guests.start(DEFAULTS, relay.port, alpha(test_root)))
+        whole = f"{DEFAULTS} ovl.fetch=full"  # (a frame fetch resumes too: tests/agent)
+        seen = guests.finish(guests.start(whole, relay.port, alpha(test_root)))
         log = nginx.requests()
     assert seen.files["/etc/hostname"] == "alpha"
     assert relay.cut == 1

@@ -72,7 +72,7 @@ def test_uefi_firmware_boots_the_uki_from_an_esp_and_the_machine_gets_its_layers
     assert seen.files["/etc/hostname"] == "uki-machine"
     assert seen.files["/etc/motd"] == "fleet motd"
     assert seen.report is not None and seen.report["layers"] == ["base", f"10-{MAC}"]
-    assert server.requests[:2] == ["GET /fleet.ovl 200", "GET /fleet.ovl.minisig 200"]
+    assert {"GET /fleet.ovl 200", "GET /fleet.ovl.minisig 200"} <= set(server.requests)
 
 
 def snakeoil_key(directory: Path) -> Path:

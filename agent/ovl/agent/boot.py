@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from ovl.agent.cache import Cache, CacheChannel
 from ovl.agent.channels import Channel, open_channel
-from ovl.agent.cmdline import BootConfig, Cik, Phase
+from ovl.agent.cmdline import BootConfig, Cik, Fetch, Phase
 from ovl.agent.console import Console, Level
 from ovl.agent.context import BootContext, Network
+from ovl.agent.download.frames import FrameChoice
 from ovl.agent.emergency import NO_FAILURES, Emergency, FailedBoots
 from ovl.agent.facts import collect_facts, probe_volume_uuids
 from ovl.agent.fetched import Fetched
@@ -228,7 +229,10 @@ def _assemble(boot: _Boot) -> Handover:
             return _rescue(boot, f"refused: {exc.line}")
     builder = make_builder(config, boot.paths.run_dir, boot.paths.sysroot, boot.ctx, verifier)
     boot.stop_before(Phase.FETCH)
-    configured = [open_channel(s, gist_base=config.gist_base) for s in config.sources]
+    frames = _frame_choice(verifier, facts) if config.fetch is Fetch.FRAMES else None
+    configured = [
+        open_channel(s, gist_base=config.gist_base, frames=frames) for s in config.sources
+    ]
     candidates: list[Channel] = [*configured, *([CacheChannel(cache)] if cache else [])]
     chosen = None
     for channel in candidates:
@@ -315,6 +319,14 @@ def _rescue(boot: _Boot, reason: str) -> Handover:
     return Handover(rescue=reason)
 
 
+def _frame_choice(verifier: Verifier, facts: Facts) -> FrameChoice:
+    """How an http(s) channel fetches only this machine's frames: the signature checked as for
+    the whole bundle names the index, and the index says which frames hold what."""
+    from ovl.format.apply import machine_frames
+
+    return FrameChoice(verifier.signed_index, lambda frames: machine_frames(frames, facts))
+
+
 def _verifier(boot: _Boot, cache: Cache | None, facts: Facts) -> Verifier:
     replay = None
     if cache is not None:
@@ -342,7 +354,7 @@ def _fetch_and_open(
             return None
     ms = _ms(start)
     signed = "signed" if fetched.signature else "unsigned"
-    boot.console.line("fetch", f"{name} ok {fetched.size / 1e6:.1f} MB {signed} {ms} ms")
+    boot.console.line("fetch", f"{name} ok {_fetched_size(fetched)} {signed} {ms} ms")
     start = time.monotonic()
     with boot.report.phase("verify"):
         try:
@@ -365,7 +377,25 @@ def _fetch_and_open(
         "serial": opened.serial,
         "encrypted": opened.encrypted,
     }
+    if fetched.frames is not None:
+        count = fetched.frames
+        boot.report.bundle["frames"] = {
+            "fetched": count.frames,
+            "of": count.of,
+            "bundle_bytes": count.bundle_bytes,
+        }
     return fetched, opened
+
+
+def _fetched_size(fetched: Fetched) -> str:
+    """`1.2 MB`, or for a partial bundle `0.5 of 200.6 MB (3 of 910 frames)`."""
+    count = fetched.frames
+    if count is None:
+        return f"{fetched.size / 1e6:.1f} MB"
+    return (
+        f"{fetched.size / 1e6:.1f} of {count.bundle_bytes / 1e6:.1f} MB"
+        f" ({count.frames} of {count.of} frames)"
+    )
 
 
 def _apply(

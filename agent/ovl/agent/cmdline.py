@@ -40,6 +40,13 @@ class Phase(enum.Enum):
     HANDOVER = "handover"
 
 
+class Fetch(enum.Enum):
+    """`ovl.fetch=`: what an http(s) channel downloads of an indexed, signed bundle."""
+
+    FRAMES = "frames"  # only the frames this machine reads (and the index): docs/TRUST.md
+    FULL = "full"  # the whole bundle, as every other channel does
+
+
 class Cik(enum.Enum):
     """`ovl.cik=`: what a boot from a CIK stick does (docs/CIK.md)."""
 
@@ -100,6 +107,7 @@ class BootConfig:
     require_bundle: bool = False  # ovl.require=...,bundle: no booting without a bundle
     key: Path | PartPath | None = None  # a file, or a directory of keys named by MAC or UUID
     timeout: float = 30.0  # math.inf for ovl.timeout=0: wait forever
+    fetch: Fetch = Fetch.FRAMES
     proxy: str | None = None
     cache: PartPath | None = None
     break_at: Phase | None = None
@@ -232,6 +240,7 @@ _SETTINGS: dict[str, Callable[[str | None], dict[str, Any]]] = {
     "ovl.require": lambda v: _require(v or ""),
     "ovl.key": lambda v: {"key": _key(v or "")},
     "ovl.timeout": lambda v: {"timeout": _seconds(v or "")},
+    "ovl.fetch": lambda v: {"fetch": _enum(Fetch, v or "")},
     "ovl.proxy": lambda v: {"proxy": _proxy(v or "")},
     "ovl.cache": lambda v: {"cache": PartPath.parse(v or "")},
     "ovl.break": _break,

@@ -15,11 +15,22 @@ CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
+class FrameCount:
+    """What a machine fetched of an indexed bundle: `frames` of its `of` frames, in a partial
+    bundle (ovl.format.partial) of the bundle's `bundle_bytes`."""
+
+    frames: int
+    of: int
+    bundle_bytes: int
+
+
+@dataclass(frozen=True)
 class Fetched:
     bundle: Path
     signature: Path | None
-    size: int
-    sha256: str
+    size: int  # bytes of `bundle` as fetched (a partial bundle's, when `frames`)
+    sha256: str  # of `bundle` as fetched
+    frames: FrameCount | None = None  # only this machine's frames were fetched
 
 
 def signature_path(bundle: Path) -> Path:

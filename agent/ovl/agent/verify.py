@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath, find_device
@@ -22,9 +22,10 @@ from ovl.trust.policy import Policy
 
 if TYPE_CHECKING:
     from ovl.agent.cmdline import Url
+    from ovl.format.partial import Partial
     from ovl.trust.age import Identity
     from ovl.trust.certs import TrustStore
-    from ovl.trust.open import Opened, Signed
+    from ovl.trust.open import IndexDigest, Opened, Signed
     from ovl.trust.replay import ReplayState
 
 
@@ -40,15 +41,45 @@ class Verifier:
     _identities: list[Identity] | None = field(default=None, repr=False)
 
     def open(self, fetched: Fetched, ctx: BootContext) -> Opened:
-        """The plain bundle, or OvlError naming why it is refused."""
+        """The plain bundle, or OvlError naming why it is refused. A partial bundle (this
+        machine's frames of a bundle) is checked frame by frame against its signed index."""
         # Imported here: the crypto libraries cost start-up time a bare boot never needs.
+        from ovl.format.partial import read_partial
         from ovl.trust.open import open_sealed
 
+        with fetched.bundle.open("rb") as raw:
+            found = read_partial(raw)
+            if found is not None:
+                return self._open_partial(fetched, found, raw)
         identities = self.load_key(ctx)
         trust = self._trust_store()
         return open_sealed(
             fetched.bundle, fetched.signature, self.policy, trust, identities, self._state()
         )
+
+    def _open_partial(self, fetched: Fetched, found: Partial, raw: BinaryIO) -> Opened:
+        from ovl.format.apply import machine_frames
+        from ovl.trust.open import IndexDigest, open_partial
+
+        def check_frames() -> None:
+            frames = found.frames()
+            found.check(raw, frames, machine_frames(frames, self.facts))
+
+        index = IndexDigest(len(found.index), found.index_sha256)
+        trust, state = self._trust_store(), self._state()
+        return open_partial(
+            fetched.bundle, fetched.signature, index, self.policy, trust, state, check_frames
+        )
+
+    def signed_index(self, signature: Path) -> IndexDigest | None:
+        """The frame index the bundle signature at `signature` names, when the signature
+        passes as it would for the whole bundle (serial included); None when it names none.
+        OvlError when the bundle would be refused: no frame of it need be fetched."""
+        from ovl.trust.open import signed_index
+
+        where = f"bundle {signature.name.removesuffix('.minisig')}"
+        trust, state = self._trust_store(), self._state()
+        return signed_index(signature, self.policy, trust, state, where)
 
     def check_image(self, image: Path, signature: Path | None, url: Url) -> Signed:
         """A root image downloaded from `url`: its signer and warnings, or OvlError naming why

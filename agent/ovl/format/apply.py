@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -13,8 +14,9 @@ from ovl.core.errors import BadInput, OvlError
 from ovl.core.facts import Facts
 from ovl.format.commit import DirState, Journal, commit_merged, commit_split
 from ovl.format.favors import LayerName, apply_order, layer_matches, may_match
+from ovl.format.frameindex import Frame, wanted_frames
 from ovl.format.manifest import Manifest
-from ovl.format.reader import DEFAULT_LIMITS, BundleReader, Limits
+from ovl.format.reader import DEFAULT_LIMITS, BundleReader, Limits, folder_filter
 from ovl.format.stage import LayerDir
 
 BASE = "base"
@@ -77,6 +79,17 @@ class _Staging:
         self.journal.restore_dirs()
 
 
+def _wants(facts: Facts) -> tuple[Callable[[LayerName], bool], Callable[[str], bool]]:
+    """Which layers a machine with `facts` writes, and a cheap filter of folder names."""
+    return (lambda layer: layer_matches(layer, facts)), (lambda name: may_match(name, facts))
+
+
+def machine_frames(frames: list[Frame], facts: Facts) -> list[int]:
+    """The frames of an indexed bundle apply_bundle decodes for a machine with `facts`: what
+    the machine must fetch. BadInput naming a malformed layer name in the index."""
+    return wanted_frames(frames, folder_filter(*_wants(facts)))
+
+
 def apply_bundle(
     source: BinaryIO, facts: Facts, target: Path, *, split: bool, limits: Limits = DEFAULT_LIMITS
 ) -> ApplyResult:
@@ -92,12 +105,8 @@ def apply_bundle(
         raise OvlError(f"cannot stage a bundle beside {target}: {exc.strerror or exc}") from None
     try:
         # Only the layers written are checked across entries; the rest cost no memory.
-        reader = BundleReader(
-            source,
-            limits,
-            wanted=lambda layer: layer_matches(layer, facts),
-            may_want=lambda dirname: may_match(dirname, facts),
-        )
+        wanted, may_want = _wants(facts)
+        reader = BundleReader(source, limits, wanted=wanted, may_want=may_want)
         staged = _stage(reader, staging.layers_dir, split)
         dest = staging.destination()
         if split:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 import zlib
 from dataclasses import replace
@@ -84,6 +85,7 @@ class _FrameOutput:
         self._out = out
         self._held: bytearray | None = None
         self.count = 0  # bytes written since the compressor's current frame began
+        self.digest = hashlib.sha256()  # of those bytes: the frame index lists it
 
     def hold(self) -> None:
         self._held = bytearray()
@@ -103,6 +105,7 @@ class _FrameOutput:
         else:
             self._held += data
         self.count += len(data)
+        self.digest.update(data)
         return len(data)
 
 
@@ -214,8 +217,11 @@ class FramedZstdWriter:
         self._current_output().release()
 
     def _record(self, compressor: _Compressor, frame: Frame) -> None:
-        self._frames.append(replace(frame, compressed=compressor.output.count))
-        compressor.output.count = 0
+        output = compressor.output
+        self._frames.append(
+            replace(frame, compressed=output.count, sha256=output.digest.hexdigest())
+        )
+        output.count, output.digest = 0, hashlib.sha256()
 
 
 class _GzipWriter:

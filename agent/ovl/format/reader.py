@@ -12,7 +12,7 @@ from typing import BinaryIO, cast
 from ovl.core.errors import BadInput
 from ovl.format.codec import DecodedStream, Encoding, open_decoded
 from ovl.format.favors import LayerName, parse_layer_name
-from ovl.format.frameindex import FrameRanges, frames_to_read, read_index
+from ovl.format.frameindex import FrameRanges, frame_ranges, read_index, wanted_frames
 from ovl.format.manifest import Manifest
 
 # The reader's vocabulary (its limits, the entries it yields), importable from here as before.
@@ -24,6 +24,24 @@ from ovl.format.membercheck import MemberCheck
 from ovl.format.tarread import Member, SparseMember, TarDamage, TarReader
 
 _COPY_CHUNK = 1 << 20
+
+
+def folder_filter(
+    wanted: Callable[[LayerName], bool], may_want: Callable[[str], bool]
+) -> Callable[[str], bool]:
+    """A frame index's layer folder name → whether `wanted` takes that layer; BadInput naming
+    a malformed name."""
+
+    def wanted_name(dirname: str) -> bool:
+        if not may_want(dirname):
+            return False
+        try:
+            layer = parse_layer_name(dirname)
+        except BadInput as exc:
+            raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
+        return wanted(layer)
+
+    return wanted_name
 
 
 class BundleReader:
@@ -66,18 +84,9 @@ class BundleReader:
         if frames is None:
             return source
 
-        def wanted_name(dirname: str) -> bool:
-            if not may_want(dirname):
-                return False
-            try:
-                layer = parse_layer_name(dirname)
-            except BadInput as exc:
-                raise BadInput(f"bundle frame index: layer {dirname!r}: {exc}") from None
-            return wanted(layer)
-
-        ranges, read = frames_to_read(frames, wanted_name)
-        self.frames_read = (read, len(frames))
-        return cast(BinaryIO, FrameRanges(source, ranges))
+        numbers = wanted_frames(frames, folder_filter(wanted, may_want))
+        self.frames_read = (len(numbers), len(frames))
+        return cast(BinaryIO, FrameRanges(source, frame_ranges(frames, numbers)))
 
     def entries(self) -> Iterator[Entry]:
         self._tar = TarReader(self._decoded)

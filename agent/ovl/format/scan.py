@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
 
 from ovl.format.codec import Encoding
 from ovl.format.favors import LayerName, apply_order
-from ovl.format.frameindex import IndexCheck, read_index
+from ovl.format.frameindex import FrameDigestCheck, IndexCheck, read_index
 from ovl.format.manifest import Manifest
 from ovl.format.paths import show
 from ovl.format.reader import DEFAULT_LIMITS, BundleReader, Entry, Kind, Limits
@@ -103,9 +103,9 @@ def scan_bundle(
     source: BinaryIO, limits: Limits = DEFAULT_LIMITS, *, digests: bool = False
 ) -> BundleInfo:
     """Read the whole bundle once, with the same checks as apply_bundle, and check its frame
-    index (if any) against what it holds; BadInput on the first problem. With `digests`,
-    every regular file's content is hashed (`EntryInfo.sha256`), through a temporary file so
-    that memory stays bounded whatever the file's size."""
+    index (if any) against what it holds, each frame against its sha256; BadInput on the first
+    problem. With `digests`, every regular file's content is hashed (`EntryInfo.sha256`),
+    through a temporary file so that memory stays bounded whatever the file's size."""
     if digests:
         import tempfile  # here, as hashlib below: only digests need them (pack's start-up)
 
@@ -133,6 +133,8 @@ def _scan(source: BinaryIO, limits: Limits, scratch: int | None) -> BundleInfo:
         frames = read_index(source)  # checked against every entry: lint vouches for it
         source.seek(0)
     check = None if frames is None else IndexCheck(frames)
+    if frames and all(frame.sha256 for frame in frames):
+        source = cast(BinaryIO, FrameDigestCheck(source, frames))
     reader = BundleReader(source, limits)
     contents = BundleContents()
     for entry in reader.entries():

@@ -195,7 +195,9 @@ def _ed25519_ok(key: bytes, signature: bytes, message: bytes | memoryview) -> bo
     return True
 
 
-def _check_key(key: PublicKey, sig: Signature, where: str) -> None:
+def verify_comment(key: PublicKey, sig: Signature, where: str) -> None:
+    """Check that `key` made `sig` and its trusted comment (the global signature covers the
+    signature and the comment, not the file); OvlError names the failure."""
     if key.key_id != sig.key_id:
         raise OvlError(
             f"{where}: signed by key {sig.key_id_hex}, expected key {key.id_hex}",
@@ -208,7 +210,7 @@ def _check_key(key: PublicKey, sig: Signature, where: str) -> None:
 
 def verify_bytes(key: PublicKey, sig: Signature, message: bytes, where: str) -> None:
     """Verify a signature over a small in-memory message; OvlError names the failure."""
-    _check_key(key, sig, where)
+    verify_comment(key, sig, where)
     signed = (
         hashlib.blake2b(message, digest_size=64).digest() if sig.algorithm == PREHASHED else message
     )
@@ -218,7 +220,7 @@ def verify_bytes(key: PublicKey, sig: Signature, message: bytes, where: str) -> 
 
 def verify_file(key: PublicKey, sig: Signature, path: Path, where: str) -> None:
     """Verify a signature over a file without holding it in memory twice."""
-    _check_key(key, sig, where)
+    verify_comment(key, sig, where)
     if sig.algorithm == PREHASHED:
         ok = _ed25519_ok(key.key, sig.signature, blake2b_file(path))
     elif path.stat().st_size == 0:

@@ -1,13 +1,17 @@
 """open_sealed: signature and certificate first, then replay, then decryption.
 
-Nothing of the bundle is parsed or decompressed before its signature has been checked.
+Nothing of the bundle is parsed or decompressed before its signature has been checked. A
+partial bundle (open_partial: the frames one machine fetched) is checked through the signed
+trusted comment, which names the bundle's frame index, whose digests name every frame.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from ovl.trust.minisign import (
     parse_public_key,
     parse_signature,
     read_text_file,
+    verify_comment,
     verify_file,
 )
 from ovl.trust.policy import Policy
@@ -29,6 +34,19 @@ log = logging.getLogger("ovl.trust")
 
 BUNDLE_KIND = "ovl-bundle"
 IMAGE_KIND = "ovl-image"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class IndexDigest:
+    """A bundle's frame index as its signature names it: the size and sha256 of the index
+    frame at the end of the bundle (docs/TRUST.md, "Fetching only a machine's frames")."""
+
+    size: int
+    sha256: str
+
+    def words(self) -> str:
+        return f"index-bytes={self.size} index-sha256={self.sha256}"
 
 
 @dataclass(frozen=True)
@@ -48,11 +66,14 @@ class Signed:
     name: str | None
     serial: int | None
     warnings: tuple[str, ...]
+    index: IndexDigest | None = None  # the frame index the trusted comment names, if any
 
 
-def bundle_comment(name: str, serial: int) -> str:
-    """The trusted comment a sealed bundle's signature carries."""
-    return f"{BUNDLE_KIND} name={_checked_name('bundle', name)} serial={serial}"
+def bundle_comment(name: str, serial: int, index: IndexDigest | None = None) -> str:
+    """The trusted comment a sealed bundle's signature carries; `index` names its frame index
+    (only for a plain bundle whose index was checked against its content)."""
+    comment = f"{BUNDLE_KIND} name={_checked_name('bundle', name)} serial={serial}"
+    return comment if index is None else f"{comment} {index.words()}"
 
 
 def image_comment(name: str, serial: int) -> str:
@@ -95,6 +116,19 @@ def check_signature(
     only warn, and a signature without a certificate (so without a key to check it with) is
     ignored with a warning.
     """
+    return _checked(signature, policy, trust, where, kind, bundle)
+
+
+def check_comment(signature: Path, policy: Policy, trust: TrustStore, where: str) -> Signed:
+    """A bundle signature's signer and trusted comment, checked as check_signature checks them
+    but without the file: minisign's global signature covers the signature and the comment
+    alone. What a machine fetching only its frames trusts the comment's frame index by."""
+    return _checked(signature, policy, trust, where, BUNDLE_KIND, None)
+
+
+def _checked(
+    signature: Path, policy: Policy, trust: TrustStore, where: str, kind: str, file: Path | None
+) -> Signed:
     sig = parse_signature(read_text_file(signature, where), f"{where}: {signature.name}")
     chain = split_chain(sig, where)
     if chain is None:
@@ -112,7 +146,10 @@ def check_signature(
         if policy.needs_signature:
             raise
         warnings.append(f"{exc.line} (accepted: ovl.require={policy})")
-    verify_file(signer_key, sig, bundle, where)
+    if file is None:
+        verify_comment(signer_key, sig, where)
+    else:
+        verify_file(signer_key, sig, file, where)
     try:
         fields = comment_fields(sig.trusted_comment, kind, where)
         serial = int(fields["serial"])
@@ -123,7 +160,15 @@ def check_signature(
             raise OvlError(problem) from exc
         warnings.append(f"{problem}; no replay check (ovl.require={policy})")
         return Signed(signer, None, None, tuple(warnings))
-    return Signed(signer, name, serial, tuple(warnings))
+    return Signed(signer, name, serial, tuple(warnings), _index_digest(fields))
+
+
+def _index_digest(fields: dict[str, str]) -> IndexDigest | None:
+    """The frame index a comment names; None unless both words are there and well-formed."""
+    size, digest = fields.get("index-bytes", ""), fields.get("index-sha256", "")
+    if not size.isdigit() or not int(size) or not _SHA256.fullmatch(digest):
+        return None
+    return IndexDigest(int(size), digest)
 
 
 def kind_name(kind: str) -> str:
@@ -212,6 +257,63 @@ def open_sealed(
     if state is not None and signed.name is not None and signed.serial is not None:
         state.accept(signed.name, signed.serial)
     return Opened(plain, signed.signer, signed.serial, encrypted, tuple(warnings))
+
+
+def signed_index(
+    signature: Path, policy: Policy, trust: TrustStore, state: ReplayState | None, where: str
+) -> IndexDigest | None:
+    """The frame index a bundle's signature names, once its signer and trusted comment pass as
+    they would for the whole bundle and its serial is no replay (nothing is recorded: the
+    frames are yet to come); None when it names none, or cannot vouch for it (ovl.require=none
+    and no certified signer). OvlError when the bundle would be refused."""
+    signed = check_comment(signature, policy, trust, where)
+    if state is not None and signed.name is not None and signed.serial is not None:
+        _check_replay(state, signed.name, signed.serial, policy, where)
+    if signed.index is not None and policy.needs_encryption:
+        # Only a plain bundle's index is signed (an encrypted one shows none).
+        raise OvlError(f"{where}: plaintext bundle refused (ovl.require={policy})")
+    return signed.index if signed.signer is not None else None
+
+
+def open_partial(
+    bundle: Path,
+    signature: Path | None,
+    index: IndexDigest,
+    policy: Policy,
+    trust: TrustStore,
+    state: ReplayState | None,
+    check_frames: Callable[[], None],
+) -> Opened:
+    """A partial bundle: some frames of a signed bundle, with its index frame (`index` is that
+    frame's size and digest, computed from the partial). The signature's signer and trusted
+    comment are checked as check_comment does, and the comment must name `index`; then the
+    replay check; then `check_frames()` (every frame held against the index's digests, and
+    none this machine reads missing) runs before the serial is recorded. A partial bundle is
+    never encrypted (an encrypted bundle has no frames to fetch). OvlError with the cause."""
+    where = f"bundle {bundle.name}"
+    if signature is None:
+        _refuse_unsigned(policy, where)
+        signed = Signed(None, None, None, (f"{where}: unsigned, accepted (ovl.require={policy})",))
+    else:
+        signed = check_comment(signature, policy, trust, where)
+    warnings = list(signed.warnings)
+    if signed.index is None and signature is not None:
+        problem = f"{where}: partial bundle, but its signature names no frame index"
+        if policy.needs_signature:
+            raise OvlError(problem)
+        warnings.append(f"{problem}; frames checked against their own index only")
+    elif signed.index is not None and signed.index != index:
+        raise OvlError(f"{where}: frame index does not match its signature (tampered)")
+    if policy.needs_encryption:
+        raise OvlError(f"{where}: plaintext bundle refused (ovl.require={policy})")
+    if state is not None and signed.name is not None and signed.serial is not None:
+        warnings += _check_replay(state, signed.name, signed.serial, policy, where)
+    check_frames()
+    for line in warnings:
+        log.warning("%s", line)
+    if state is not None and signed.name is not None and signed.serial is not None:
+        state.accept(signed.name, signed.serial)
+    return Opened(bundle, signed.signer, signed.serial, False, tuple(warnings))
 
 
 def _check_replay(

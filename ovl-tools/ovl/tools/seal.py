@@ -1,9 +1,10 @@
 """Seal a bundle: optionally age-encrypt (or armour) it, then sign what is shipped.
 
 OUT.minisig is a minisign signature over OUT (the bytes as shipped, so machines verify before
-decrypting) whose trusted comment is `ovl-bundle name=NAME serial=N`, followed by the signer's
-certificate file verbatim (certificate lines, then the signer's .pub lines); stock minisign
-ignores lines after the fourth. See docs/TRUST.md.
+decrypting) whose trusted comment is `ovl-bundle name=NAME serial=N`, plus the frame index's
+size and sha256 for a plain bundle with one (machines then fetch only their frames), followed
+by the signer's certificate file verbatim (certificate lines, then the signer's .pub lines);
+stock minisign ignores lines after the fourth. See docs/TRUST.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ovl.core.fs import atomic_write
 from ovl.format.encode import ArmorWriter
 from ovl.tools.keys import Certificate, read_certificate
 from ovl.trust.certs import CERT_KIND, cert_fields, comment_fields, format_expiry
-from ovl.trust.open import bundle_comment
+from ovl.trust.open import IndexDigest, bundle_comment
 from ovl.trust.signing import SecretKey, load_secret_key, sign_file
 
 _COPY = 1 << 20
@@ -110,6 +111,34 @@ def load_certified(signer_key: Path, certificate: Path) -> CertifiedKey:
     return CertifiedKey(key, cert)
 
 
+def checked_index(bundle: Path) -> IndexDigest | None:
+    """The frame index a signature over `bundle` may name: that of a plain bundle whose index
+    lists every frame's sha256, once scan_bundle (what `ovl lint` runs) has checked the index
+    against every entry and every frame against its digest, so a machine that trusts the
+    signed index reads what a full read gives. None when there is none; BadInput when the
+    check fails."""
+    from ovl.format.frameindex import index_digest, read_index
+    from ovl.format.scan import scan_bundle
+
+    try:
+        with bundle.open("rb") as raw:
+            found = index_digest(raw)
+            frames = read_index(raw) if found is not None else None
+            if found is None or not frames or not all(frame.sha256 for frame in frames):
+                return None
+            raw.seek(0)
+            scan_bundle(raw)
+    except OvlError as exc:
+        raise BadInput(f"{bundle}: machines would refuse it: {exc.line}") from None
+    return IndexDigest(*found)
+
+
+def sealing_comment(bundle: Path, name: str, serial: int) -> str:
+    """The trusted comment of a signature over `bundle` as shipped: name, serial and, for a
+    plain bundle with a frame index, the checked index (`checked_index`)."""
+    return bundle_comment(name, serial, checked_index(bundle))
+
+
 def _write_payload(
     bundle: Path, dest: Path, recipients: list[Any], passphrase: str | None, armor: bool
 ) -> None:
@@ -150,17 +179,20 @@ def seal_bundle(
         raise BadInput(f"{bundle}: not a file")
     if serial < 0:
         raise BadInput(f"serial {serial}: must not be negative")
-    comment = bundle_comment(name, serial)
+    comment = bundle_comment(name, serial)  # a bad name fails before anything is written
     signer = load_certified(signer_key, certificate)
     sig_path = out.with_name(out.name + ".minisig")
+    encrypted = bool(recipients) or passphrase is not None
     with atomic_write(out) as payload, atomic_write(sig_path) as sig_temp:
         try:
             _write_payload(bundle, payload.path, recipients, passphrase, armor)
         except OSError as exc:
             raise OvlError(f"{exc.filename or out}: {exc.strerror or exc}") from exc
+        if not encrypted and not armor:
+            comment = sealing_comment(payload.path, name, serial)
         untrusted = f"ovl bundle {name} serial {serial}, signer certificate follows"
         sig_temp.path.write_text(signer.sign(payload.path, comment, untrusted))
-    return Sealed(out, sig_path, name, serial, bool(recipients) or passphrase is not None)
+    return Sealed(out, sig_path, name, serial, encrypted)
 
 
 @dataclass(frozen=True)

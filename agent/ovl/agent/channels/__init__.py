@@ -11,6 +11,7 @@ from ovl.agent.channels.http import HttpChannel
 from ovl.agent.channels.part import PartChannel
 from ovl.agent.context import BootContext
 from ovl.agent.devices import PartPath
+from ovl.agent.download.frames import FrameChoice
 from ovl.agent.fetched import Fetched
 from ovl.agent.sources import FileSource, GistSource, HttpSource, Source
 
@@ -24,10 +25,11 @@ class Channel(Protocol):
         ...
 
 
-def open_channel(source: Source, *, gist_base: str) -> Channel:
-    """The channel that fetches from `source`."""
+def open_channel(source: Source, *, gist_base: str, frames: FrameChoice | None = None) -> Channel:
+    """The channel that fetches from `source`; an http(s) one fetches only the `frames` a
+    machine reads of a bundle that allows it (the other kinds read what they hold)."""
     if isinstance(source, HttpSource):
-        return HttpChannel(source.url)
+        return HttpChannel(source.url, frames)
     if isinstance(source, FileSource):
         return FileChannel(source.path)
     if isinstance(source, PartPath):

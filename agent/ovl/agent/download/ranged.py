@@ -4,7 +4,9 @@ make a response safe to append to what an earlier one delivered.
 A ranged request carries `If-Range` with the representation's strong ETag (or its exact
 Last-Modified), so a server whose file changed answers 200 with the whole new file instead of a
 range of it. A 206 is accepted only when its Content-Range starts exactly where asked (and ends
-where asked, or at the end); anything else is a RangeMismatch and the caller starts over.
+where asked, or at the end); anything else is a RangeMismatch and the caller starts over. The
+last N bytes (`tail`, a suffix range) are how a frame index is fetched without knowing the
+file's size.
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def open_range(
     start: int = 0,
     end: int | None = None,
     validator: Validator | None = None,
+    tail: int | None = None,
 ) -> Part:
-    """GET `url` (from byte `start` to `end` inclusive when given) with a streamed body.
+    """GET `url` (from byte `start` to `end` inclusive when given, or its last `tail` bytes)
+    with a streamed body.
 
     A 200 is the whole file (start 0), even when a range was asked for. Raises NotFound (404),
     Final (another 4xx, an encoded body), Transient (5xx, 408/425/429, with Retry-After) and
@@ -84,20 +88,23 @@ def open_range(
     call in session.http_errors().
     """
     headers = {"Accept-Encoding": "identity"}  # byte offsets are offsets into the file
-    ranged = start > 0 or end is not None
+    ranged = start > 0 or end is not None or tail is not None
     if ranged:
-        headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+        asked = f"-{tail}" if tail is not None else f"{start}-{'' if end is None else end}"
+        headers["Range"] = f"bytes={asked}"
         if validator is not None and validator.if_range:
             headers["If-Range"] = validator.if_range
     response = session.get(url, headers=headers, stream=True, timeout=request_timeouts(deadline))
     try:
-        return _checked(response, start, end, ranged)
+        return _checked(response, start, end, ranged, tail)
     except BaseException:
         response.close()
         raise
 
 
-def _checked(response: requests.Response, start: int, end: int | None, ranged: bool) -> Part:
+def _checked(
+    response: requests.Response, start: int, end: int | None, ranged: bool, tail: int | None
+) -> Part:
     status = response.status_code
     if status == 404:
         raise NotFound("HTTP 404")
@@ -117,7 +124,10 @@ def _checked(response: requests.Response, start: int, end: int | None, ranged: b
     if status == 200:
         return Part(response, 0, length, length, validator)
     first, last, total = _content_range(response.headers.get("Content-Range", ""))
-    if first != start or (end is not None and last != end):
+    if tail is not None:
+        if total is None or last != total - 1 or first != max(0, total - tail):
+            raise RangeMismatch(f"asked for the last {tail} bytes, the server sent {first}-{last}")
+    elif first != start or (end is not None and last != end):
         raise RangeMismatch(f"asked for bytes from {start}, the server sent {first}-{last}")
     if end is None and total is not None and last != total - 1:
         raise RangeMismatch(f"asked for bytes {start}- to the end, got {first}-{last}/{total}")

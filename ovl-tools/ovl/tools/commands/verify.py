@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ovl.core.cli import input_file
-from ovl.core.errors import BadInput
+from ovl.core.errors import BadInput, OvlError
 from ovl.tools.keys import add_keys_option, load_trust
 from ovl.trust.age import describe_recipients, header_stanzas, is_age
 from ovl.trust.legacy import is_legacy
 from ovl.trust.minisign import parse_signature, read_text_file
-from ovl.trust.open import BUNDLE_KIND, IMAGE_KIND, check_signature, kind_name
+from ovl.trust.open import BUNDLE_KIND, IMAGE_KIND, IndexDigest, check_signature, kind_name
 from ovl.trust.policy import parse_policy
 
 
@@ -41,8 +42,32 @@ def run(args: argparse.Namespace) -> int:
     if kind == BUNDLE_KIND:
         report["encryption"] = _encryption(path)
         line += f", encryption: {report['encryption']}"
+        report["frame_index"] = _frame_index(path, signed.index)
+        index = report["frame_index"]
+        line += (
+            f", frame index signed ({index['frames']} frames: machines fetch only theirs)"
+            if index
+            else ", no signed frame index (machines download it whole)"
+        )
     print(json.dumps(report, indent=2) if args.json else line)
     return 0
+
+
+def _frame_index(bundle: Path, index: IndexDigest | None) -> dict[str, Any] | None:
+    """The signed frame index, checked against the file's own; None when none is signed."""
+    if index is None:
+        return None
+    from ovl.format.frameindex import index_bytes, parse_index
+
+    with bundle.open("rb") as raw:
+        data = index_bytes(raw)
+    if data is None or IndexDigest(len(data), hashlib.sha256(data).hexdigest()) != index:
+        raise OvlError(
+            f"bundle {bundle}: its signature names another frame index than the file's;"
+            " machines fetching only their frames would refuse it"
+        )
+    frames = parse_index(data)
+    return {"bytes": index.size, "sha256": index.sha256, "frames": len(frames or [])}
 
 
 def _encryption(bundle: Path) -> str:

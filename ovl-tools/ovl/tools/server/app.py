@@ -101,25 +101,50 @@ class ServerApp:
         if not stat.S_ISREG(st.st_mode):
             handle.close()
             return Reply("404 Not Found", "no such file").send(start_response)
+        # Strong: another file (a new version behind `current`) or a rewrite changes it.
         etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
         modified = email.utils.formatdate(st.st_mtime, usegmt=True)
-        headers = [("ETag", etag), ("Last-Modified", modified), ("Cache-Control", "no-cache")]
+        headers = [
+            ("ETag", etag),
+            ("Last-Modified", modified),
+            ("Cache-Control", "no-cache"),
+            ("Accept-Ranges", "bytes"),
+        ]
         if _not_modified(environ, etag, st.st_mtime):
             handle.close()
             start_response("304 Not Modified", headers)
             return []
-        headers += [
-            ("Content-Length", str(st.st_size)),
-            ("Content-Type", "application/octet-stream"),
-        ]
+        size, method = st.st_size, environ["REQUEST_METHOD"]
+        try:
+            span = _range(environ, size, (etag, modified)) if method == "GET" else None
+        except _Unsatisfiable:
+            handle.close()
+            body = f"no such bytes in a file of {size}\n".encode()
+            headers += [
+                ("Content-Range", f"bytes */{size}"),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", str(len(body))),
+            ]
+            start_response("416 Range Not Satisfiable", headers)
+            return [body]
+        headers.append(("Content-Type", "application/octet-stream"))
+        if span is not None:
+            first, last = span
+            headers += [
+                ("Content-Length", str(last - first + 1)),
+                ("Content-Range", f"bytes {first}-{last}/{size}"),
+            ]
+            start_response("206 Partial Content", headers)
+            return _read_range(handle, first, last - first + 1)
+        headers.append(("Content-Length", str(size)))
         start_response("200 OK", headers)
-        if environ["REQUEST_METHOD"] == "HEAD":
+        if method == "HEAD":
             handle.close()
             return []
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None:
             return wrapper(handle, _CHUNK)  # type: ignore[no-any-return]
-        return _read_all(handle)
+        return _read_range(handle, 0, size)
 
     # -- deltas in -------------------------------------------------------------------------
 
@@ -238,7 +263,44 @@ def _not_modified(environ: dict[str, Any], etag: str, mtime: float) -> bool:
     return False
 
 
-def _read_all(handle: Any) -> Iterable[bytes]:
+class _Unsatisfiable(Exception):
+    """A byte range that starts past the end of the file (HTTP 416)."""
+
+
+def _range(
+    environ: dict[str, Any], size: int, validators: tuple[str, str]
+) -> tuple[int, int] | None:
+    """The one byte range a GET asks for, (first, last) inclusive (RFC 9110 14); None for the
+    whole file: no Range, an If-Range naming another version (neither the ETag nor the
+    Last-Modified), several ranges or one that does not parse (which a server may ignore).
+    _Unsatisfiable for a range that starts past the end."""
+    asked = environ.get("HTTP_RANGE", "").strip()
+    if not asked.startswith("bytes=") or "," in asked:
+        return None
+    if_range = environ.get("HTTP_IF_RANGE")
+    if if_range is not None and if_range.strip() not in validators:
+        return None
+    first_text, dash, last_text = asked.removeprefix("bytes=").strip().partition("-")
+    if not dash or not (first_text or last_text):
+        return None
+    if not all(part.isdigit() for part in (first_text, last_text) if part):
+        return None
+    if not first_text:  # the last N bytes
+        count = int(last_text)
+        if not count or not size:
+            raise _Unsatisfiable
+        return max(0, size - count), size - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:
+        return None
+    if first >= size:
+        raise _Unsatisfiable
+    return first, min(int(last_text), size - 1) if last_text else size - 1
+
+
+def _read_range(handle: Any, start: int, length: int) -> Iterable[bytes]:
     with handle:
-        while chunk := handle.read(_CHUNK):
+        handle.seek(start)
+        while length and (chunk := handle.read(min(_CHUNK, length))):
+            length -= len(chunk)
             yield chunk

@@ -21,9 +21,9 @@ from typing import Any
 
 from ovl.core.errors import BadInput, OvlError
 from ovl.tools.progress import Progress
+from ovl.tools.seal import sealing_comment
 from ovl.tools.server.layers import Bundle, merge_layers, read_bundle, read_layer, write_bundle
 from ovl.tools.server.store import Delta, Machine, Store, Version
-from ovl.trust.open import bundle_comment
 
 Signer = Callable[[Path, str], str]  # (file, trusted comment) -> minisign signature text
 DEFAULT_LAYER_ORDER = 90
@@ -157,7 +157,7 @@ def publish_bundle(
             write_bundle(bundle, out, advance=progress.advance)
         progress.close()
         if sign is not None:
-            text = sign(staged / "bundle.ovl", bundle_comment(name, serial))
+            text = sign(staged / "bundle.ovl", sealing_comment(staged / "bundle.ovl", name, serial))
             (staged / "bundle.ovl.minisig").write_text(text)
         return store.publish(profile, number, staged, {**meta, "serial": serial})
     except OSError as exc:

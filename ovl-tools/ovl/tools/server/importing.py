@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ovl.core.errors import BadInput
 from ovl.format.scan import BundleInfo, scan_bundle
+from ovl.tools.seal import sealing_comment
 from ovl.tools.server.bake import (
     Signer,
     baked_layers,
@@ -33,7 +34,7 @@ from ovl.tools.server.bake import (
 from ovl.tools.server.layers import read_bundle
 from ovl.tools.server.store import Store, Version
 from ovl.trust.certs import TrustStore
-from ovl.trust.open import bundle_comment, check_signature
+from ovl.trust.open import check_signature
 from ovl.trust.policy import parse_policy
 
 AUTO = "auto"
@@ -179,7 +180,8 @@ def _publish_as_is(
         if request.signature is not None:
             shutil.copyfile(request.signature, staged / "bundle.ovl.minisig")
         elif sign is not None:
-            signature = sign(staged / "bundle.ovl", bundle_comment(name, serial))
+            comment = sealing_comment(staged / "bundle.ovl", name, serial)
+            signature = sign(staged / "bundle.ovl", comment)
             (staged / "bundle.ovl.minisig").write_text(signature)
         return store.publish(request.profile, number, staged, meta)
     except OSError as exc:
