@@ -352,7 +352,13 @@ def test_pax_records_right_or_wrong(
     elif refused:
         assert ours[-1][0] == "error" and ours[-1][1] in ("TarDamage", "SparseMember")
     else:
-        stock = read_stock(data)
+        try:
+            stock = read_stock(data)
+        except UnicodeDecodeError:
+            # CPython 3.12.1's tarfile decodes a hdrcharset value as UTF-8 and crashes on other
+            # bytes (3.11.2 and 3.13.0 read on): no oracle. Ours takes it as "not BINARY".
+            assert ours[-1][0] == "last", ours[-1]
+            return
         if stock[-1][0] == "last":
             assert ours == stock
         else:  # a size record that lies: tarfile takes what follows for the end, or eats it
