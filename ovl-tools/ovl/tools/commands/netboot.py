@@ -79,21 +79,14 @@ def _root(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _given_root(args: argparse.Namespace) -> Path:
-    if args.root is None:
-        raise BadInput("no server directory: give --root DIR or set OVL_SERVER_ROOT")
-    root: Path = args.root
-    return root
-
-
 def _server_root(args: argparse.Namespace) -> Path:
     """The existing server root: a mistyped --root must not answer for an empty new one."""
-    return Store.existing(_given_root(args)).root
+    return Store.existing(Store.given(args.root)).root
 
 
 def run_publish(args: argparse.Namespace) -> int:
     boot = publish(
-        _given_root(args), args.profile, args.kernel, args.initrd, args.image, args.cmdline
+        Store.given(args.root), args.profile, args.kernel, args.initrd, args.image, args.cmdline
     )
     current = args.root / "profiles" / args.profile / "current"
     if not current.exists():
@@ -111,7 +104,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 def run_add_machine(args: argparse.Namespace) -> int:
     path = add_machine(
-        _given_root(args), args.profile, mac=args.mac, uuid=args.uuid, order=args.order,
+        Store.given(args.root), args.profile, mac=args.mac, uuid=args.uuid, order=args.order,
         cmdline=args.cmdline,
     )  # fmt: skip
     print(f"{args.profile}: {path.name}")

@@ -174,16 +174,9 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _root(args: argparse.Namespace) -> Path:
-    if args.root is None:
-        raise BadInput("no server directory: give --root DIR or set OVL_SERVER_ROOT")
-    root: Path = args.root
-    return root
-
-
 def _store(args: argparse.Namespace) -> Store:
     """The existing server root (a typo must not serve or change a new empty one)."""
-    return Store.existing(_root(args))
+    return Store.existing(Store.given(args.root))
 
 
 def _report(args: argparse.Namespace, published: list[Version], unchanged: list[str]) -> None:
@@ -264,7 +257,7 @@ def _import(args: argparse.Namespace) -> int:
     from ovl.tools.server.importing import ImportRequest, import_bundle
 
     check_name("profile", args.profile)
-    root = _root(args)
+    root = Store.given(args.root)
     sign = _signer(args)
     signature = args.signature
     beside = args.bundle.with_name(args.bundle.name + ".minisig")

@@ -105,6 +105,13 @@ class Store:
         self.root = root
         self.tmp = root / "tmp"
 
+    @staticmethod
+    def given(root: Path | None) -> Path:
+        """The server root --root or OVL_SERVER_ROOT named; BadInput when neither did."""
+        if root is None:
+            raise BadInput("no server directory: give --root DIR or set OVL_SERVER_ROOT")
+        return root
+
     @classmethod
     def existing(cls, root: Path) -> Store:
         """The store at `root`, which must already be a server root (`profiles/` in it): a
