@@ -164,6 +164,23 @@ def test_new_version_is_seen_at_once_through_the_current_symlink(url: str, tmp_p
     assert second.content == newer.read_bytes() and second.headers["ETag"] != first.headers["ETag"]
 
 
+def test_versions_of_one_size_published_in_one_second_differ_for_caches(
+    url: str, root: Path, tmp_path: Path
+) -> None:
+    """nginx's ETag is mtime-size and Last-Modified has whole seconds: publishing gives each
+    version an mtime a second past the last, so a cache's revalidation sees the new one."""
+    old = requests.head(url + BUNDLE, timeout=10).headers
+    newer = make_bundle(tmp_path / "v2.ovl", {"etc/motd": b"hello!"}, serial=2)
+    first = root / "profiles/lab/versions/000001/bundle.ovl"
+    assert newer.stat().st_size == first.stat().st_size  # the case nginx cannot tell apart
+    assert ovl("server", "--root", str(root), "import", "lab", str(newer)).returncode == 0
+    second = root / "profiles/lab/versions/000002/bundle.ovl"
+    assert second.stat().st_mtime == int(second.stat().st_mtime) >= first.stat().st_mtime + 1
+    stale = {"If-None-Match": old["ETag"], "If-Modified-Since": old["Last-Modified"]}
+    reply = requests.get(url + BUNDLE, headers=stale, timeout=10)
+    assert reply.status_code == 200 and reply.content == newer.read_bytes()
+
+
 def test_delta_upload_passes_through_nginx(tmp_path: Path, nginx_url: str, root: Path) -> None:
     from ovl.delta.protocol import trusted_comment
     from ovl.delta.spool import Spool

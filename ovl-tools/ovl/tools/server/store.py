@@ -320,7 +320,9 @@ class Store:
         published = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         meta = {**meta, "version": number, "published": published}
         (staged / "version.json").write_text(json.dumps(meta, indent=2) + "\n")
+        stamp = self._next_stamp(profile)
         for item in staged.iterdir():
+            os.utime(item, (stamp, stamp))
             with item.open("rb") as handle:
                 os.fsync(handle.fileno())
         fsync_dir(staged)
@@ -329,6 +331,14 @@ class Store:
         fsync_dir(versions)
         self.point_current(profile, number)
         return Version(profile, number, final, meta)
+
+    def _next_stamp(self, profile: str) -> int:
+        """A whole-second mtime later than the current version's: HTTP validators are mtimes
+        in seconds (nginx's ETag is mtime-size, Last-Modified a date), so two versions of one
+        size published within a second must still differ for If-Range and caches."""
+        current = self.current(profile)
+        previous = int(current.bundle.stat().st_mtime) if current is not None else 0
+        return max(int(time.time()), previous + 1)
 
     def point_current(self, profile: str, number: int) -> None:
         directory = self.profile_dir(profile)
