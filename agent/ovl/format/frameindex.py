@@ -88,9 +88,10 @@ def read_index(raw: BinaryIO) -> list[Frame] | None:
     return frames
 
 
-def index_bytes(raw: BinaryIO) -> bytes | None:
-    """The whole skippable frame of the index at the end of the seekable zstd bundle `raw`
-    (what a signature's index digest covers); None when it has no index trailer."""
+def trailing_frame(raw: BinaryIO, magic: bytes) -> tuple[int, int] | None:
+    """(payload size, file size) of the skippable frame that ends the seekable zstd file `raw`
+    with a (payload size, `magic`) trailer, as the index and a partial bundle's table do; None
+    when `raw` is not zstd or ends otherwise. The payload size is the file's word: unchecked."""
     raw.seek(0)
     if raw.read(len(ZSTD_MAGIC)) != ZSTD_MAGIC:
         return None
@@ -98,9 +99,17 @@ def index_bytes(raw: BinaryIO) -> bytes | None:
     if end < _HEAD.size + _TAIL.size:
         return None
     raw.seek(end - _TAIL.size)
-    payload_size, magic = _TAIL.unpack(raw.read(_TAIL.size))
-    if magic != TRAILER_MAGIC:
+    payload_size, found = _TAIL.unpack(raw.read(_TAIL.size))
+    return (payload_size, end) if found == magic else None
+
+
+def index_bytes(raw: BinaryIO) -> bytes | None:
+    """The whole skippable frame of the index at the end of the seekable zstd bundle `raw`
+    (what a signature's index digest covers); None when it has no index trailer."""
+    found = trailing_frame(raw, TRAILER_MAGIC)
+    if found is None:
         return None
+    payload_size, end = found
     if payload_size < _TAIL.size or end - _HEAD.size - payload_size < 0:
         raise BadInput("bundle: damaged frame index (its size points outside the file)")
     if payload_size > _MAX_INDEX_BYTES:

@@ -22,8 +22,7 @@ from typing import BinaryIO
 
 from ovl.core.errors import BadInput
 from ovl.format.frameindex import TRAILER_MAGIC as INDEX_TRAILER
-from ovl.format.frameindex import Frame, parse_index
-from ovl.format.zstdframes import ZSTD_MAGIC
+from ovl.format.frameindex import Frame, parse_index, trailing_frame
 
 TABLE_MAGIC = 0x184D2A5C  # a zstd skippable frame, another nibble than the index's
 TRAILER_MAGIC = b"ovlparts"
@@ -111,16 +110,10 @@ def _hashes_to(raw: BinaryIO, frame: Frame) -> bool:
 def read_partial(raw: BinaryIO) -> Partial | None:
     """The layout of the seekable partial bundle `raw`; None when it is not one (no
     `ovlparts` trailer). BadInput when the trailer is there but the rest is damaged."""
-    raw.seek(0)
-    if raw.read(len(ZSTD_MAGIC)) != ZSTD_MAGIC:
+    found = trailing_frame(raw, TRAILER_MAGIC)
+    if found is None:
         return None
-    end = raw.seek(0, 2)
-    if end < _HEAD.size + _TAIL.size:
-        return None
-    raw.seek(end - _TAIL.size)
-    payload, magic = _TAIL.unpack(raw.read(_TAIL.size))
-    if magic != TRAILER_MAGIC:
-        return None
+    payload, end = found
     table_start = end - _HEAD.size - payload
     if payload < _TAIL.size or payload > _MAX_TABLE_BYTES or table_start < _TAIL.size:
         raise BadInput("partial bundle: damaged frame table (its size points outside the file)")
