@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
+
+from tests.vmkit.closing import ClosedOnExit
 
 
-class CuttingRelay:
+class CuttingRelay(ClosedOnExit):
     """Relays 127.0.0.1:`port` to 127.0.0.1:`upstream`; the first `times` responses to a GET
     of `path` are cut (both sides closed) after `after` bytes of the response."""
 
@@ -55,17 +56,6 @@ class CuttingRelay:
 
     def close(self) -> None:
         self._listener.close()
-
-    def __enter__(self) -> CuttingRelay:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _pipe(source: socket.socket, sink: socket.socket, limit: int | None) -> bool:

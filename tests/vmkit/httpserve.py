@@ -6,8 +6,9 @@ import functools
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.vmkit.closing import ClosedOnExit
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -30,7 +31,7 @@ class _RecordingServer(ThreadingHTTPServer):
         self.requests: list[str] = []
 
 
-class StaticServer:
+class StaticServer(ClosedOnExit):
     """Serve `directory` on 127.0.0.1 at `port` (default a free one) until closed (use as a
     context manager)."""
 
@@ -58,14 +59,3 @@ class StaticServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-
-    def __enter__(self) -> StaticServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

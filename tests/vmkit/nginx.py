@@ -6,10 +6,10 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 
 from ovl.core.errors import OvlError
 from ovl.core.run import start
+from tests.vmkit.closing import ClosedOnExit
 
 LOG_FORMAT = '$request "$http_range" "$http_if_range" $status $body_bytes_sent'
 
@@ -20,7 +20,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class NginxStatic:
+class NginxStatic(ClosedOnExit):
     """nginx (foreground, its own prefix in `workdir`) serving `directory`; stopped on exit."""
 
     def __init__(self, directory: Path, workdir: Path) -> None:
@@ -65,14 +65,3 @@ class NginxStatic:
         if self._process.poll() is None:
             self._process.terminate()
             self._process.wait(timeout=10)
-
-    def __enter__(self) -> NginxStatic:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
